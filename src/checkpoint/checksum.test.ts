@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { checksumAlgorithm, createHasher, tableCrc32 } from './checksum.js';
+import { checksumAlgorithm, crc32Implementation, crc32Implementations, createHasher, tableCrc32 } from './checksum.js';
 
 const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -19,6 +20,35 @@ describe('checksums', () => {
     h.update(data);
     assert.equal(h.digest(), `crc32:${tableCrc32(data).toString(16).padStart(8, '0')}`);
     assert.equal(tableCrc32(ascii('56789'), tableCrc32(ascii('1234'))), 0xcbf43926);
+  });
+  it('every available crc32 implementation agrees with the table one, at every split and alignment', () => {
+    const impls = crc32Implementations();
+    assert.deepEqual(impls.at(-1)?.name, 'table');
+    assert.ok(impls.some((i) => i.name === crc32Implementation.name), `in use: ${crc32Implementation.name}`);
+    // The bench machine (linux x64) gets the native binary; other platforms may fall back to zlib.
+    if (process.platform === 'linux' && process.arch === 'x64') assert.equal(crc32Implementation.name, 'native');
+    const data = Uint8Array.from({ length: 4099 }, (_, i) => (i * 2654435761) >>> 24);
+    for (const { name, fn } of impls) {
+      for (const start of [0, 1, 3, 7, 13]) {
+        for (const len of [0, 1, 15, 16, 17, 63, 64, 65, 255, 1024, 4099 - start]) {
+          const view = data.subarray(start, start + len);
+          const want = tableCrc32(view);
+          assert.equal(fn(view) >>> 0, want, `${name} start ${start} len ${len}`);
+          const cut = len >> 1;
+          assert.equal(fn(view.subarray(cut), fn(view.subarray(0, cut))) >>> 0, want, `${name} split ${start}/${len}`);
+        }
+      }
+    }
+  });
+  it('CKPT_CRC32 picks an implementation, an unknown name is ignored', () => {
+    const url = new URL('./checksum.js', import.meta.url).href;
+    const pick = (value: string): string =>
+      execFileSync(process.execPath, ['--input-type=module', '-e', `import(${JSON.stringify(url)}).then((m) => process.stdout.write(m.crc32Implementation.name))`], {
+        env: { ...process.env, CKPT_CRC32: value },
+        encoding: 'utf8',
+      });
+    assert.equal(pick('table'), 'table');
+    assert.equal(pick('bogus'), crc32Implementations()[0]?.name);
   });
   it('sha256 matches the standard value', () => {
     const h = createHasher('sha256');
