@@ -19,6 +19,7 @@ import { encodeSafetensors, parseHeader, readHeaderLength, serializeSafetensors 
 import { fsBackend } from '../src/storage/fs.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
 import { type Row, bestTime, filled, machine, ms, rate, rawRead, rawWrite, readBuffer, remove, totalBytes } from './lib.js';
+import { timeTorch } from './torch.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean' }, 'no-write': { type: 'boolean' }, out: { type: 'string' } } });
 const quick = values.quick === true;
@@ -53,6 +54,7 @@ try {
   console.log(`ckpt benchmarks (${quick ? 'quick' : 'full'}): state ${(bytes / MiB).toFixed(0)} MiB in ${TENSORS} tensors; ${machine()}`);
 
   // ---- save ---------------------------------------------------------------------------------------
+  const saveSeconds = new Map<boolean, number>(); // ours, by sync, for the torch rows
   for (const sync of [false, true]) {
     const backend = fsBackend(work, { sync });
     let n = 0;
@@ -64,6 +66,7 @@ try {
       () => remove(join(work, `save-${n++}`)),
     );
     ratioRow('save', `fs, crc32 checksums, ${sync ? 'fsync' : 'no fsync'} vs raw sequential write`, bytes, ours, raw, 0.9);
+    saveSeconds.set(sync, ours);
   }
 
   // ---- load ---------------------------------------------------------------------------------------
@@ -78,7 +81,8 @@ try {
     pool.release(ck.tensors);
   };
   ratioRow('load', 'unverified, reused buffers vs raw read', fileBytes, await bestTime(pooled(false), REPS), rawR, 0.9);
-  ratioRow('load', 'verified (crc32 overlapped), reused buffers vs raw read', fileBytes, await bestTime(pooled(true), REPS), rawR, 0.9);
+  const loadVerified = await bestTime(pooled(true), REPS);
+  ratioRow('load', 'verified (crc32 overlapped), reused buffers vs raw read', fileBytes, loadVerified, rawR, 0.9);
   const fresh = await bestTime(() => load(join(work, 'ck'), { verify: false }), REPS);
   row({ section: 'load', what: 'unverified into fresh memory (first-touch cost)', ours: rate(fileBytes, fresh), limit: rate(fileBytes, rawR), ratio: `${(rawR / fresh).toFixed(2)}x`, target: 'info' });
 
@@ -103,6 +107,7 @@ try {
   }
 
   // ---- averaging 8 checkpoints: streaming, in a child process so its peak RSS is its own ----------
+  let averaged: { files: readonly string[]; bytes: number; seconds: number }; // for the torch rows
   {
     const AVG_BYTES = quick ? 32 * MiB : 256 * MiB;
     const n = 8;
@@ -137,6 +142,7 @@ try {
     };
     const best = await averageInChild(true);
     ratioRow('average', `8 checkpoints (${((n * perAvg * TENSORS) / MiB).toFixed(0)} MiB) vs raw read of their bytes`, avgBytes, best.seconds, raw, 0.8);
+    averaged = { files, bytes: avgBytes, seconds: best.seconds };
     const budget = perAvg * TENSORS + 2 * perAvg + 150 * MiB;
     row({
       section: 'average',
@@ -160,6 +166,28 @@ try {
       ratio: `${(raw / unverified.seconds).toFixed(2)}x`,
       target: 'info',
     });
+  }
+
+  // ---- PyTorch, when a python with torch is found (bench/torch.ts): the same tensors, ours timed above ----
+  {
+    const torch = await timeTorch({ state: file, average: averaged.files, dir: join(work, 'torch'), reps: REPS });
+    if ('reason' in torch) {
+      const note = `torch comparison skipped: ${torch.reason}.`;
+      notes.push(note);
+      console.log(note);
+    } else {
+      const vs = (what: string, n: number, ours: number | undefined, theirs: number): void => {
+        const o = ours ?? NaN;
+        row({ section: 'torch', what, ours: rate(n, o), limit: rate(n, theirs), ratio: `${(theirs / o).toFixed(2)}x`, target: 'info' });
+      };
+      vs('save vs torch.save (no fsync)', bytes, saveSeconds.get(false), torch.save);
+      vs('save vs torch.save (fsync)', bytes, saveSeconds.get(true), torch.save_fsync);
+      vs('load (verified) vs torch.load', fileBytes, loadVerified, torch.load);
+      vs('average 8 vs torch load-add-divide', averaged.bytes, averaged.seconds, torch.average);
+      notes.push(
+        `torch rows: PyTorch ${torch.torch} (${torch.python}, ${torch.threads} thread${torch.threads === 1 ? '' : 's'}, torch's default) on the same tensors, read from our files with numpy; the limit column is torch's rate and the ratio is torch's time ÷ ours (> 1: ckpt is faster). torch.save writes its zip format to the page cache (the fsync row adds os.fsync of the file); torch.load allocates fresh tensors while our load row reuses buffers; the average loads 8 .pt files, adds in float32, divides and torch.saves the result, against our verified streaming average.`,
+      );
+    }
   }
 
   // ---- EMA update over all weights vs a plain fused multiply-add loop over the same memory ----------
