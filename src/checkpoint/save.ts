@@ -14,6 +14,7 @@ import type { Backend, ObjectWriter } from '../storage/backend.js';
 import { type DType, isDType } from '../tensor/dtype.js';
 import { type TensorMap, byteLength, validateTensor } from '../tensor/tensor.js';
 import { VERSION } from '../version.js';
+import { allocReadBuffer } from '../buffers.js';
 import { createHasher, sealManifest } from './checksum.js';
 import { childKey } from './location.js';
 import type { TrainState } from './types.js';
@@ -188,17 +189,36 @@ function validateSpecs(group: string, specs: unknown, p: Problems): void {
   }
 }
 
-const STAGING_BYTES = 4 * 1024 * 1024;
+/** Size of a staging buffer; two alternate, so one is written while the other fills. */
+const STAGING_BYTES = 1024 * 1024;
+/** Chunks below this size are copied into a staging buffer; larger ones are written from their memory. */
 const SMALL_CHUNK = 256 * 1024;
 
 /**
- * Streams chunks to a writer, hashing as it goes. Small chunks are coalesced in a staging buffer so
- * many small tensors cost few system calls; large chunks are written straight from the caller's memory.
+ * Staging buffers kept between saves: first touch of fresh memory costs about as much as writing it, so a
+ * save of many small tensors would otherwise pay for its staging memory every time. Placed for fast
+ * copies by the kernel (see buffers.ts). At most {@link MAX_IDLE_STAGING} are kept.
+ */
+const idleStaging: Uint8Array[] = [];
+const MAX_IDLE_STAGING = 4;
+
+/**
+ * Streams chunks to a writer, hashing as it goes. Small chunks are copied into one of two staging
+ * buffers: a full buffer is hashed in one call and written while the other fills, so many small tensors
+ * cost few system calls and no promise each. Large chunks are written straight from the caller's memory
+ * and hashed meanwhile (the write runs on libuv's thread pool). Writes are chained, so they reach the
+ * backend one at a time and in file order.
  */
 class HashingSink {
   private readonly hasher;
-  private staging: Uint8Array | undefined;
+  private readonly staging: Uint8Array[] = [];
+  /** The write still in flight from each staging buffer (by index), if any. */
+  private readonly inFlight: (Promise<void> | undefined)[] = [undefined, undefined];
+  private current = 0;
   private staged = 0;
+  /** The last write issued: every write starts after it. */
+  private tail: Promise<void> = Promise.resolve();
+  private failure: { error: unknown } | undefined;
   bytes = 0;
 
   constructor(
@@ -208,36 +228,74 @@ class HashingSink {
     this.hasher = createHasher(algorithm);
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
+  /** Queues `chunk`; a promise only when the caller must wait (before reusing memory or for I/O). */
+  write(chunk: Uint8Array): Promise<void> | undefined {
+    if (this.failure !== undefined) return Promise.reject(this.failure.error);
     this.bytes += chunk.byteLength;
     if (chunk.byteLength < SMALL_CHUNK) {
-      this.hasher.update(chunk);
-      this.staging ??= new Uint8Array(STAGING_BYTES);
-      if (this.staged + chunk.byteLength > this.staging.byteLength) await this.drain();
-      this.staging.set(chunk, this.staged);
-      this.staged += chunk.byteLength;
-      return;
+      if (this.staged + chunk.byteLength <= STAGING_BYTES) {
+        this.stage(chunk);
+        return undefined;
+      }
+      return this.flush().then(() => this.stage(chunk));
     }
-    await this.drain();
-    // The write runs on libuv's thread pool: hash the same bytes on this thread meanwhile.
-    const written = this.writer.write(chunk);
-    try {
+    return this.flush().then(async () => {
+      const written = this.enqueue(chunk);
       this.hasher.update(chunk);
-    } finally {
       await written;
-    }
+    });
   }
 
-  private async drain(): Promise<void> {
-    if (this.staged === 0 || this.staging === undefined) return;
-    await this.writer.write(this.staging.subarray(0, this.staged));
-    this.staged = 0;
+  private stage(chunk: Uint8Array): void {
+    this.stagingBuffer().set(chunk, this.staged);
+    this.staged += chunk.byteLength;
+  }
+
+  private stagingBuffer(): Uint8Array {
+    let b = this.staging[this.current];
+    if (b === undefined) {
+      b = idleStaging.pop() ?? allocReadBuffer(STAGING_BYTES);
+      this.staging[this.current] = b;
+    }
+    return b;
+  }
+
+  /** Chains a write of `bytes` after the previous one; its failure fails every later call. */
+  private enqueue(bytes: Uint8Array): Promise<void> {
+    const w = this.tail.then(() => this.writer.write(bytes));
+    this.tail = w.catch((e: unknown) => {
+      this.failure ??= { error: e };
+    });
+    return w;
+  }
+
+  /** Hashes and starts writing the staged bytes, then waits until the other staging buffer is free. */
+  private async flush(): Promise<void> {
+    if (this.staged > 0) {
+      const full = this.stagingBuffer().subarray(0, this.staged);
+      this.hasher.update(full);
+      this.inFlight[this.current] = this.enqueue(full);
+      this.staged = 0;
+      this.current ^= 1;
+    }
+    const pending = this.inFlight[this.current];
+    this.inFlight[this.current] = undefined;
+    if (pending !== undefined) await pending;
   }
 
   async close(): Promise<string> {
-    await this.drain();
+    await this.flush();
+    await this.tail;
+    if (this.failure !== undefined) throw this.failure.error;
     await this.writer.close();
     return this.hasher.digest();
+  }
+
+  /** Waits for the writes in flight (after a failure) and gives the staging buffers back. Never throws. */
+  async release(): Promise<void> {
+    await this.tail;
+    for (const b of this.staging) if (idleStaging.length < MAX_IDLE_STAGING) idleStaging.push(b);
+    this.staging.length = 0;
   }
 }
 
@@ -248,14 +306,26 @@ async function writeFile(
   opts: ResolvedSaveOptions,
 ): Promise<ManifestFile> {
   let writer: ObjectWriter | undefined;
+  let sink: HashingSink | undefined;
   try {
     writer = await backend.writer(key, { sync: opts.sync });
-    const sink = new HashingSink(writer, opts.checksum);
-    for await (const c of chunks) await sink.write(c);
+    sink = new HashingSink(writer, opts.checksum);
+    if (Symbol.iterator in chunks) {
+      // A plain loop: `for await` would cost a promise per chunk even when nothing waits.
+      for (const c of chunks) {
+        const wait = sink.write(c);
+        if (wait !== undefined) await wait;
+      }
+    } else {
+      for await (const c of chunks) await sink.write(c);
+    }
     const checksum = await sink.close();
     writer = undefined;
+    await sink.release();
     return { path: key.slice(key.lastIndexOf('/') + 1), bytes: sink.bytes, checksum };
   } catch (e) {
+    // Writes still chained must settle before the partial file goes.
+    await sink?.release();
     if (writer !== undefined) await writer.abort();
     throw ioError(e, 'writing', backend.describe(key));
   }

@@ -58,7 +58,7 @@ export function parseJson(text: string, path: string, options: ParseJsonOptions 
   // above (a string value can only add to the count); when the result has exactly that many object
   // members, no key was dropped. Anything else (a syntax error, a duplicate, too deep, too many members,
   // a rare string like ":x") goes to the character-level parser, which finds and reports the problem.
-  const keyTokens = text.split(KEY_END).length - 1;
+  const keyTokens = countKeyEnds(text);
   if (limits.maxMembers === undefined || keyTokens <= limits.maxMembers.limit) {
     let value: unknown;
     try {
@@ -103,7 +103,17 @@ function resolveOptions(options: ParseJsonOptions): Limits {
   return { maxDepth, maxMembers: options.maxMembers };
 }
 
-const KEY_END = /"[ \t\n\r]*:/;
+/** Occurrences of `"`, optional JSON whitespace, then `:` in `text` (an upper bound of its key tokens). */
+function countKeyEnds(text: string): number {
+  let n = 0;
+  for (let i = text.indexOf('"'); i >= 0; i = text.indexOf('"', i + 1)) {
+    let j = i + 1;
+    let c = text.charCodeAt(j);
+    while (c === SPACE || c === TAB || c === LF || c === CR) c = text.charCodeAt(++j);
+    if (c === COLON) n++;
+  }
+  return n;
+}
 
 /** Members of every object in `value`, or -1 when it nests deeper than `maxDepth`. */
 function countMembers(value: unknown, depth: number, maxDepth: number): number {
