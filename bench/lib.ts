@@ -85,6 +85,28 @@ export async function rawRead(path: string, into: Uint8Array): Promise<number> {
   }
 }
 
+/**
+ * Limit for a verified read: reads `path` into `into` (as {@link rawRead}) while this thread runs
+ * `hash(other)` over a buffer of the same size, so both stream through memory at once.
+ */
+export async function rawReadWhileHashing(path: string, into: Uint8Array, other: Uint8Array, hash: (b: Uint8Array) => number): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    // The read is issued before hashing starts: it runs on the thread pool meanwhile.
+    const reading = fh.read(into, 0, Math.min(size, 1 << 30), 0);
+    hash(other.subarray(0, size));
+    let off = (await reading).bytesRead;
+    while (off < size) {
+      const { bytesRead } = await fh.read(into, off, Math.min(size - off, 1 << 30), off);
+      if (bytesRead === 0) break;
+      off += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
 /** A reusable read buffer of `size` bytes placed where the kernel copies fast. */
 export function readBuffer(size: number): Uint8Array {
   return allocReadBuffer(size);

@@ -1,5 +1,5 @@
 /**
- * The bench's optional PyTorch comparison: runs bench/torch.py (torch.save, torch.load and a
+ * The bench's optional PyTorch comparison: runs bench/torch_bench.py (torch.save, torch.load and a
  * load-add-divide average of the same tensors) with a python that has torch and numpy.
  *
  * The python tried is `/usr/bin/python3` (where Debian's python3-torch installs), then `python3` on PATH.
@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-/** Seconds, best of `reps` (after one warm-up each), as printed by bench/torch.py. */
+/** Seconds, best of `reps` (after one warm-up each), as printed by bench/torch_bench.py. */
 export interface TorchTimes {
   readonly torch: string;
   readonly threads: number;
@@ -25,6 +25,10 @@ export interface TorchTimes {
   readonly load: number;
   /** torch.load each .pt, add in float32, divide, torch.save the result. */
   readonly average: number;
+  /** torch.save / torch.load of the many-small-tensors state (when the job names it). */
+  readonly small_save?: number;
+  readonly small_load?: number;
+  readonly smallBytes?: number;
   /** The python that ran it. */
   readonly python: string;
 }
@@ -34,18 +38,20 @@ export interface TorchJob {
   readonly state: string;
   /** Our safetensors files of the checkpoints to average. */
   readonly average: readonly string[];
+  /** A safetensors file of many small tensors, saved and loaded too. */
+  readonly small?: string;
   /** Scratch directory for the .pt files. */
   readonly dir: string;
   readonly reps: number;
 }
 
-/** bench/torch.py in the source tree; this file runs compiled from .build/bench/ (tsconfig.json's outDir). */
+/** bench/torch_bench.py in the source tree; this file runs compiled from .build/bench/ (tsconfig.json's outDir). */
 function script(): string {
-  for (const rel of ['./torch.py', '../../bench/torch.py']) {
+  for (const rel of ['./torch_bench.py', '../../bench/torch_bench.py']) {
     const p = fileURLToPath(new URL(rel, import.meta.url));
     if (existsSync(p)) return p;
   }
-  throw new Error('bench/torch.py not found next to bench/torch.ts or from .build/bench/');
+  throw new Error('bench/torch_bench.py not found next to bench/torch.ts or from .build/bench/');
 }
 
 /** The first candidate python that imports torch and numpy, or why none does. */
@@ -68,7 +74,7 @@ export async function timeTorch(job: TorchJob): Promise<TorchTimes | { reason: s
   if ('reason' in found) return found;
   const run = spawnSync(found.python, [script()], { input: JSON.stringify(job), encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
   if (run.error !== undefined || run.status !== 0) {
-    throw new Error(`bench/torch.py failed (${run.error?.message ?? `exit ${run.status}`}): ${run.stderr}`);
+    throw new Error(`bench/torch_bench.py failed (${run.error?.message ?? `exit ${run.status}`}): ${run.stderr}`);
   }
   const times = JSON.parse(run.stdout) as Omit<TorchTimes, 'python'>;
   return { ...times, python: found.python };

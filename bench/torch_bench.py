@@ -2,6 +2,7 @@
 
 Job (JSON, as argv[1] or on stdin):
   {"state": "<one of our model.safetensors>", "average": ["<8 of our safetensors files>"],
+   "small": "<a safetensors file of many small tensors>" (optional),
    "dir": "<scratch directory, created if missing, emptied of our files at the end>", "reps": 3}
 Prints one JSON object, in seconds (best of `reps` after one unmeasured warm-up each):
   save       torch.save(dict of the state's tensors, path)
@@ -9,6 +10,7 @@ Prints one JSON object, in seconds (best of `reps` after one unmeasured warm-up 
   load       torch.load(path)
   average    torch.load each of the .pt copies of `average`, acc[k] += t[k] in float32, acc[k] /= n,
              torch.save(acc, out)
+  small_save, small_load   torch.save / torch.load of the small file's tensors (when "small" is given)
 plus threads (torch.get_num_threads(), left at torch's default), torch (version) and the byte counts.
 
 Our files are read with numpy only (no safetensors package): an 8-byte little-endian header length, a
@@ -22,13 +24,8 @@ import struct
 import sys
 import time
 
-# This file is named torch.py, and python puts the script's directory first on sys.path: take it off,
-# or `import torch` would import this file.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 # safetensors dtype -> (numpy dtype of the bytes, torch dtype to view them as, or None = numpy's own).
 # torch 1.13 has no unsigned 16/32/64-bit or float8 types: those keep their bytes under the signed type
@@ -152,6 +149,15 @@ def main():
             torch.save(acc, out)
 
         avg = best_time(average, reps, lambda: remove(out))
+
+        small = {}
+        if job.get("small"):
+            tensors = read_safetensors(job["small"])
+            sp = scratch("small.pt")
+            small["small_save"] = best_time(lambda: torch.save(tensors, sp), reps, lambda: remove(sp))
+            torch.save(tensors, sp)
+            small["small_load"] = best_time(lambda: torch.load(sp), reps)
+            small["smallBytes"] = nbytes(tensors)
     finally:
         for p in made:
             remove(p)
@@ -167,6 +173,7 @@ def main():
             "save_fsync": fsync,
             "load": load,
             "average": avg,
+            **small,
         },
         sys.stdout,
     )
