@@ -119,7 +119,8 @@ export interface CheckpointManager {
   shouldSave(step: number, metrics?: Readonly<Record<string, number>>): SaveReason | undefined;
   /**
    * Saves `state` if a save rule fires (or `force`), then applies retention. Never saves a step twice.
-   * In background mode it resolves once the state is snapshotted.
+   * In background mode it resolves once the state is snapshotted; when the previous background save
+   * failed, this call rejects with that failure (`BACKGROUND_SAVE_FAILED`, once) without saving `state`.
    */
   save(state: TrainState, options?: { readonly force?: boolean }): Promise<SaveResult>;
   /** Committed checkpoints, oldest first (re-reads storage). */
@@ -349,7 +350,8 @@ class Manager implements CheckpointManager {
     if (this.opts.readOnly) {
       throw new CkptError('UNSUPPORTED', `the manager of ${this.location} was opened read-only`, { path: this.location });
     }
-    // An earlier background save that failed is reported once, here, and does not block this save.
+    // An earlier background save that failed is reported here, once: this call throws it and saves
+    // nothing (the caller decides whether to go on); the next call saves as usual.
     this.takeFailure();
     if (this.isSaved(state.step)) return { saved: false, step: state.step, deleted: [] };
     const reason: SaveReason | undefined = options.force === true ? 'forced' : this.shouldSave(state.step, state.metrics ?? {});

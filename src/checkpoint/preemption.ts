@@ -10,6 +10,9 @@ export interface PreemptionOptions {
    * `save`: on a signal, save `getState()` at once (forced), close the manager and exit.
    * `flag`: only set `requested`; the training loop checks it between steps, saves and exits itself,
    * which is the only way to be sure the state is not caught between two updates of one step.
+   * In `save` mode the training loop keeps running until its next `manager.save` call, and the final
+   * save streams the tensors `getState()` returned: if the loop updates tensors in place across an
+   * `await`, have `getState()` return copies, or use `flag`.
    * @default 'save'
    */
   readonly mode?: 'save' | 'flag';
