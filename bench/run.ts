@@ -19,6 +19,7 @@ import { encodeSafetensors, parseHeader, readHeaderLength, serializeSafetensors 
 import { fsBackend } from '../src/storage/fs.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
 import { type Row, bestTime, filled, machine, ms, rate, rawRead, rawReadWhileHashing, rawWrite, readBuffer, remove, totalBytes } from './lib.js';
+import { timeTfEma } from './tfjs-ema.js';
 import { timeTorch } from './torch.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean' }, 'no-write': { type: 'boolean' }, out: { type: 'string' } } });
@@ -213,6 +214,11 @@ try {
     }, REPS);
     const upd = await bestTime(() => ema.update(model), REPS);
     ratioRow('ema', 'update of every F32 weight vs a plain fused multiply-add loop', bytes, upd, fma, 0.7);
+    // The TF.js path: the same weights as float32 variables, updated with TF.js ops on each backend.
+    for (const backend of ['cpu', 'wasm'] as const) {
+      const t = await timeTfEma(backend, TENSORS, per / 4, REPS);
+      ratioRow('ema', `TF.js ${backend} backend: createTfEma().update() vs the same loop`, bytes, t, fma, 0.7);
+    }
   }
 
   // ---- checksums ----------------------------------------------------------------------------------
