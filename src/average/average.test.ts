@@ -120,5 +120,7 @@ describe('resolveAverageOptions', () => {
     assert.throws(() => resolveAverageOptions({ select: { best: { k: 2, metric: '' } } }), /metric must be a non-empty string/);
     const mode = { best: { k: 1, metric: 'loss', mode: 'lowest' } } as unknown as { last: number };
     assert.throws(() => resolveAverageOptions({ select: mode }), /mode must be "min" or "max"/);
+    const flags = { verify: 'no', sync: 0 } as unknown as { verify: boolean };
+    assert.throws(() => resolveAverageOptions(flags), /verify must be a boolean, got no; sync must be a boolean, got 0/);
   });
 });

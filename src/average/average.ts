@@ -172,6 +172,9 @@ export function resolveAverageOptions(options: AverageOptions = {}): ResolvedAve
     p.check(isPositive(options.shardBytes) && Number.isSafeInteger(options.shardBytes), 'shardBytes must be a positive integer');
   }
   p.check(options.now === undefined || Number.isFinite(options.now), 'now must be a finite number of ms');
+  for (const key of ['overwrite', 'verify', 'sync'] as const) {
+    p.check(options[key] === undefined || typeof options[key] === 'boolean', `${key} must be a boolean, got ${String(options[key])}`);
+  }
   p.throwIfAny('INVALID_ARGUMENT', 'invalid averaging options');
   return {
     select,
