@@ -86,6 +86,26 @@ export async function rawRead(path: string, into: Uint8Array): Promise<number> {
 }
 
 /**
+ * Limit for a checksummed write: {@link rawWrite} (no fsync) where each chunk's bytes are hashed by this
+ * thread while the thread pool writes them, as any writer that checksums must read them once more.
+ */
+export async function rawWriteWhileHashing(path: string, chunks: readonly Uint8Array[], hash: (b: Uint8Array) => number): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    let at = 0;
+    for (const c of chunks) {
+      const writing = fh.write(c, 0, c.byteLength, at);
+      hash(c);
+      const { bytesWritten } = await writing;
+      if (bytesWritten !== c.byteLength) throw new Error(`short write: ${bytesWritten} of ${c.byteLength}`);
+      at += c.byteLength;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
  * Limit for a verified read: reads `path` into `into` (as {@link rawRead}) while this thread runs
  * `hash(other)` over a buffer of the same size, so both stream through memory at once.
  */
