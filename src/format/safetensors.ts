@@ -281,7 +281,8 @@ export function parseHeader(headerBytes: Uint8Array, fileLength: number, path: s
       received: n,
     });
   }
-  const root = parseHeaderJson(headerBytes, path);
+  const { root, json } = parseHeaderJson(headerBytes, path);
+  const literals = FRACTION_HINT.test(json) ? nonIntegerLiterals(json) : undefined;
 
   const names = Object.keys(root);
   const tensorCount = Object.hasOwn(root, METADATA_KEY) ? names.length - 1 : names.length;
@@ -295,6 +296,15 @@ export function parseHeader(headerBytes: Uint8Array, fileLength: number, path: s
     if (name === METADATA_KEY) continue;
     tensorNames.push(name);
     infos.push(checkEntry(name, root[name], path));
+    const literal = literals?.get(name);
+    if (literal !== undefined) {
+      const [field, text] = literal;
+      throw new CkptError(
+        field === 'shape' ? 'INVALID_SHAPE' : 'INVALID_OFFSETS',
+        `${where(name, path)}: ${field} has the number ${text}, which is written with a fraction or an exponent: it must be a plain integer`,
+        { path, tensor: name, received: text },
+      );
+    }
   }
 
   // In (begin, end) order, empty tensors come before a non-empty one at the same offset, so a valid
@@ -402,7 +412,7 @@ function tooManyTensors(count: number | undefined, path: string): CkptError {
   });
 }
 
-function parseHeaderJson(headerBytes: Uint8Array, path: string): Record<string, unknown> {
+function parseHeaderJson(headerBytes: Uint8Array, path: string): { root: Record<string, unknown>; json: string } {
   let text: string;
   try {
     text = utf8Decoder.decode(headerBytes);
@@ -432,7 +442,65 @@ function parseHeaderJson(headerBytes: Uint8Array, path: string): Record<string, 
     },
   });
   // The text starts with '{' and parsed, so the value is an object.
-  return value as Record<string, unknown>;
+  return { root: value as Record<string, unknown>, json };
+}
+
+/**
+ * A `[` followed, before any `]` or `"`, by `.`, `e` or `E`: an array that may hold a number written with
+ * a fraction or an exponent (`2.0`, `1e3`). The reference implementation reads shapes and offsets as
+ * unsigned integers and refuses such numbers, while JSON.parse turns `2.0` into 2. A match (rare: a tensor
+ * name like "a[1.5]" can also match) sends the header to {@link nonIntegerLiterals}.
+ */
+const FRACTION_HINT = /\[[^\]"]*[.eE]/;
+
+const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
+
+/**
+ * The number literals written with a fraction or an exponent inside the `shape` or `data_offsets` of a
+ * tensor entry of the (valid JSON) header `json`: tensor name -> [field, literal], first one per tensor.
+ */
+function nonIntegerLiterals(json: string): Map<string, [string, string]> {
+  const found = new Map<string, [string, string]>();
+  const keys: (string | undefined)[] = []; // the key of each open container, by depth
+  let lastString: string | undefined;
+  let pendingKey: string | undefined;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      let escaped = false;
+      while (json.charCodeAt(j) !== 0x22) {
+        if (json.charCodeAt(j) === 0x5c) {
+          escaped = true;
+          j++;
+        }
+        j++;
+      }
+      lastString = escaped ? (JSON.parse(json.slice(i, j + 1)) as string) : json.slice(i + 1, j);
+      i = j;
+    } else if (c === 0x3a) {
+      pendingKey = lastString;
+    } else if (c === 0x7b || c === 0x5b) {
+      keys.push(pendingKey);
+      pendingKey = undefined;
+    } else if (c === 0x7d || c === 0x5d) {
+      keys.pop();
+    } else if (c === 0x2c) {
+      pendingKey = undefined;
+    } else if (c === 0x2d || isDigit(c)) {
+      let j = i + 1;
+      while (j < json.length && /[0-9.eE+-]/.test(json[j] as string)) j++;
+      const literal = json.slice(i, j);
+      // keys: [undefined (root), tensor name, field, (nested array)…]
+      const tensor = keys[1];
+      const field = keys[2];
+      if (/[.eE]/.test(literal) && tensor !== undefined && (field === 'shape' || field === 'data_offsets') && !found.has(tensor)) {
+        found.set(tensor, [field, literal]);
+      }
+      i = j - 1;
+    }
+  }
+  return found;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
