@@ -338,9 +338,9 @@ function whyMissed(): string {
     load:
       'verified load: every byte is copied by the kernel and then read again by crc32, and on this 2-core VM both compete for memory bandwidth; the "raw read ∥ crc32" row is the least time for the two together, and the verified load reaches most of it. Unverified loads (`verify: false`) run at the raw read\'s speed.',
     average:
-      'averaging streams every input byte through crc32 and a float64 accumulation (WebAssembly SIMD) on one thread, with ~70 MiB of memory whatever the checkpoints\' size; that thread\'s CPU is the bound (the read runs beside it on the thread pool). Hashing on a second thread is the next step.',
+      'averaging streams every input byte through crc32 and a float64 accumulation (WebAssembly SIMD) on this thread, with ~70 MiB of memory whatever the checkpoints\' size, while the thread pool reads the next bytes: the two cores are busy, and `verify: false` (its row) shows what the checksums cost. Hashing on a worker thread over shared read slots was measured and gained nothing here (the three streams already fill both cores). PyTorch\'s load-add-divide (torch row) holds every checkpoint in memory, adds in float32 and verifies nothing.',
     small:
-      'many small tensors: the raw baselines move one prepared file, while a checkpoint also encodes (save) or parses and validates (load) ~80 bytes of JSON header per tensor, makes a Map entry and a view per tensor, and writes or reads manifest.json and state.json (~1.5-2 ms per checkpoint). JSON.parse of the header alone takes longer than the raw read (see its row). PyTorch takes 5-12x longer on the same tensors (torch rows).',
+      'many small tensors: the raw baselines move one prepared file, while a checkpoint also encodes (save) or parses and validates (load) ~80 bytes of JSON header per tensor, makes a Map entry and a view per tensor, and writes or reads manifest.json and state.json (~1.5-2 ms per checkpoint). JSON.parse of the header alone takes longer than the raw read (see its row). PyTorch is several times slower on the same tensors (torch rows).',
   };
   const missed = [...new Set(rows.filter((r) => r.met === false).map((r) => r.section))].filter((s) => why[s] !== undefined);
   if (missed.length === 0) return '';
