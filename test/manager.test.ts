@@ -332,3 +332,38 @@ describe('debris', () => {
     await w.close();
   });
 });
+
+describe('listing a run while another process saves and deletes', () => {
+  it('a restore never falls back to an old checkpoint because the newest ones were replaced while it listed', async () => {
+    const inner = memoryBackend();
+    const writer = await openManager({ backend: inner }, { keep: { last: 2, best: { k: 1, metric: 'loss', mode: 'min' } } });
+    // Step 1 stays as the best; the newest two are replaced at every listing below.
+    await writer.save(sampleState(1, { loss: 0 }));
+    await writer.save(sampleState(2, { loss: 5 }));
+    await writer.save(sampleState(3, { loss: 5 }));
+    let newest = 3;
+    let churn = 0;
+    const backend = Object.create(inner) as typeof inner;
+    backend.list = async (prefix: string): Promise<string[]> => {
+      const names = await inner.list(prefix);
+      if (churn > 0 && prefix === '') {
+        // Between this listing and the reads of its manifests, the writer commits two newer steps,
+        // which makes retention delete the two this listing holds.
+        churn--;
+        await writer.save(sampleState(newest + 1, { loss: 5 }));
+        await writer.save(sampleState(newest + 2, { loss: 5 }));
+        newest += 2;
+      }
+      return names;
+    };
+    const reader = await openManager({ backend }, { readOnly: true });
+    churn = 12; // each listing attempt lists twice: six attempts in a row see the writer move on
+    const before = newest;
+    const { checkpoint, skipped } = await reader.restore();
+    assert.deepEqual(skipped, []);
+    assert.ok(checkpoint.step >= before, `restored step ${checkpoint.step}, but step ${before} was committed before the restore began`);
+    assert.equal(churn, 0);
+    await reader.close();
+    await writer.close();
+  });
+});

@@ -176,7 +176,11 @@ export function resolveManagerOptions(options: ManagerOptions): ResolvedManagerO
 export async function listRun(backend: Backend, root: string): Promise<{ valid: CheckpointInfo[]; invalid: InvalidEntry[] }> {
   // A writer in another process may delete checkpoints (retention) while they are being listed. A
   // directory that vanished between the listing and the read of its manifest is not an invalid
-  // checkpoint, and the listing is stale (newer checkpoints may have appeared): list again.
+  // checkpoint, and the listing is stale: the writer committed newer checkpoints meanwhile, which this
+  // listing lacks (with retention keeping only old "best" ones besides, a stale listing could make a
+  // restore pick an old checkpoint). So list again, with a short growing pause, until a listing holds
+  // still; only a writer that deletes faster than a listing can read, for every one of many attempts,
+  // gets the last listing without the vanished entries.
   for (let attempt = 1; ; attempt++) {
     const { valid, invalid } = await listRunOnce(backend, root);
     const missing = invalid.filter((x) => x.error.code === 'MANIFEST_MISSING');
@@ -184,9 +188,15 @@ export async function listRun(backend: Backend, root: string): Promise<{ valid: 
     const now = new Set(await listNames(backend, root));
     const gone = new Set(missing.filter((x) => !now.has(`${x.name}/`)));
     if (gone.size === 0) return { valid, invalid };
-    if (attempt >= 5) return { valid, invalid: invalid.filter((x) => !gone.has(x)) };
+    if (attempt >= LIST_ATTEMPTS) return { valid, invalid: invalid.filter((x) => !gone.has(x)) };
+    await new Promise((resolve) => setTimeout(resolve, Math.min(attempt, 10)));
   }
 }
+
+/** Listings taken before {@link listRun} gives up waiting for a listing that holds still. */
+const LIST_ATTEMPTS = 25;
+/** Manifests read at once while listing a run. */
+const LIST_CONCURRENCY = 8;
 
 async function listNames(backend: Backend, root: string): Promise<string[]> {
   try {
@@ -200,11 +210,19 @@ async function listRunOnce(backend: Backend, root: string): Promise<{ valid: Che
   const names = await listNames(backend, root);
   const valid: CheckpointInfo[] = [];
   const invalid: InvalidEntry[] = [];
+  const dirs: { name: string; step: number }[] = [];
   for (const entry of names) {
     if (!entry.endsWith('/')) continue;
     const name = entry.slice(0, -1);
     const step = parseStepDirName(name);
-    if (step === undefined) continue;
+    if (step !== undefined) dirs.push({ name, step });
+  }
+  // Several manifests at a time: a shorter listing leaves a concurrent writer less time to change it.
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < dirs.length) await readOne(dirs[next++] as { name: string; step: number });
+  };
+  const readOne = async ({ name, step }: { name: string; step: number }): Promise<void> => {
     const key = childKey(root, name);
     try {
       const manifest = await readManifest(backend, key);
@@ -221,8 +239,10 @@ async function listRunOnce(backend: Backend, root: string): Promise<{ valid: Che
       if (!isCkptError(e) || e.code === 'IO_ERROR') throw isCkptError(e) ? e : ioError(e, 'reading', backend.describe(key));
       invalid.push({ name, step, error: e });
     }
-  }
+  };
+  await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, dirs.length) }, worker));
   valid.sort((a, b) => a.step - b.step);
+  invalid.sort((a, b) => a.step - b.step);
   return { valid, invalid };
 }
 

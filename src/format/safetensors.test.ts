@@ -380,7 +380,7 @@ describe('parseHeader: every rule has its error code, naming the file and tensor
     refuses(() => decodeHeader(`{"w":${f32([], 0, 0)}}`, 0), 'TENSOR_SIZE_MISMATCH', { tensor: 'w' });
   });
 
-  it('refuses shapes and offsets written with a fraction or an exponent (2.0, 1e3), as the reference implementation does', () => {
+  it('refuses shapes and offsets written with a fraction, an exponent or a minus (2.0, 1e3, -0), as the reference implementation does', () => {
     const e = refuses(() => decodeHeader('{"w":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}}', 8), 'INVALID_SHAPE', { tensor: 'w' });
     assert.match(e.message, /shape has the number 2\.0/);
     refuses(() => decodeHeader('{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"F32","shape":[ 2E0 ],"data_offsets":[1,9]}}', 9), 'INVALID_SHAPE', { tensor: 'w' });
@@ -389,6 +389,9 @@ describe('parseHeader: every rule has its error code, naming the file and tensor
     // Names with brackets, dots and escapes are fine (they only send the header through the slower scan).
     const ok = decodeHeader('{"__metadata__":{"v":"[1.5]"},"a[1.5]":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b\\"[2e0]":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', 8);
     assert.deepEqual([...ok.tensors.keys()], ['a[1.5]', 'b"[2e0]']);
+    // -0 parses as a number JavaScript calls an integer; the reference implementation refuses it too.
+    refuses(() => decodeHeader('{"w":{"dtype":"F32","shape":[-0],"data_offsets":[0,0]}}', 0), 'INVALID_SHAPE', { tensor: 'w' });
+    refuses(() => decodeHeader('{"w":{"dtype":"F32","shape":[1],"data_offsets":[-0,4]}}', 4), 'INVALID_OFFSETS', { tensor: 'w' });
     const named = refuses(() => decodeHeader('{"x.y[0]":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}}', 4), 'INVALID_SHAPE', { tensor: 'x.y[0]' });
     assert.equal(named.received, '1.0');
   });

@@ -582,8 +582,9 @@ function checkEntry(name: string, value: unknown, path: string): TensorInfo {
   }
   let elements = 1;
   for (const d of shape as unknown[]) {
-    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
-      throw new CkptError('INVALID_SHAPE', `${where(name, path)}: invalid dimension ${JSON.stringify(d)} in shape (non-negative integers below 2^53 only)`, {
+    // -0 (the text "-0") is refused like the reference implementation's unsigned integers refuse it.
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0 || Object.is(d, -0)) {
+      throw new CkptError('INVALID_SHAPE', `${where(name, path)}: invalid dimension ${Object.is(d, -0) ? '-0' : JSON.stringify(d)} in shape (non-negative integers below 2^53 only)`, {
         path,
         tensor: name,
         received: d,
@@ -639,5 +640,5 @@ function checkEntry(name: string, value: unknown, path: string): TensorInfo {
 }
 
 function isOffset(v: unknown): v is number {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && !Object.is(v, -0);
 }
