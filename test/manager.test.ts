@@ -366,4 +366,33 @@ describe('listing a run while another process saves and deletes', () => {
     await reader.close();
     await writer.close();
   });
+
+  it('a restore whose newest candidate is deleted while it is read, many times in a row, lists again and restores a newer one', async () => {
+    const inner = memoryBackend();
+    const writer = await openManager({ backend: inner }, { keep: { last: 2, best: { k: 1, metric: 'loss', mode: 'min' } } });
+    await writer.save(sampleState(1, { loss: 0 }));
+    await writer.save(sampleState(2, { loss: 5 }));
+    await writer.save(sampleState(3, { loss: 5 }));
+    let newest = 3;
+    let churn = 0;
+    const backend = Object.create(inner) as typeof inner;
+    backend.openReader = async (key: string) => {
+      if (churn > 0 && key.endsWith('/model.safetensors')) {
+        // The writer commits two newer steps before this tensor file is opened: retention deletes it.
+        churn--;
+        await writer.save(sampleState(newest + 1, { loss: 5 }));
+        await writer.save(sampleState(newest + 2, { loss: 5 }));
+        newest += 2;
+      }
+      return (inner.openReader as NonNullable<typeof inner.openReader>)(key);
+    };
+    const reader = await openManager({ backend }, { readOnly: true });
+    churn = 8;
+    const { checkpoint, skipped } = await reader.restore();
+    assert.deepEqual(skipped.map((x) => x.name), []);
+    assert.equal(checkpoint.step, newest);
+    assert.equal(churn, 0);
+    await reader.close();
+    await writer.close();
+  });
 });

@@ -486,7 +486,8 @@ class Manager implements CheckpointManager {
         ...(options.groups === undefined ? {} : { groups: options.groups }),
       });
     // A writer saving in another process may delete a candidate (retention) while it is read: that one
-    // vanished rather than failed, and the run is listed again (a few times at most).
+    // vanished rather than failed, and the run is listed again (as many times as listRun retries: a
+    // reader starved of CPU can lose several races in a row against a fast writer).
     for (let attempt = 1; ; attempt++) {
       const { valid, invalid } = await listRun(this.backend, this.root);
       if (typeof target === 'object' && 'step' in target) {
@@ -522,7 +523,7 @@ class Manager implements CheckpointManager {
           return { checkpoint, skipped };
         } catch (e) {
           if (!isCkptError(e)) throw e;
-          if (attempt < 5 && !(await this.backend.exists(childKey(childKey(this.root, c.name), 'manifest.json')).catch(() => true))) {
+          if (attempt < LIST_ATTEMPTS && !(await this.backend.exists(childKey(childKey(this.root, c.name), 'manifest.json')).catch(() => true))) {
             vanished = true;
             break;
           }
