@@ -11,6 +11,7 @@
  * @module
  */
 import { CkptError } from '../errors.js';
+import { scanCanonicalHeader } from './canonical-header.js';
 import { DTYPES, type DType, isDType } from '../tensor/dtype.js';
 import { MAX_RANK, type Tensor, type TensorMap, validateTensor } from '../tensor/tensor.js';
 import { parseJson } from './json.js';
@@ -281,21 +282,17 @@ export function parseHeader(headerBytes: Uint8Array, fileLength: number, path: s
       received: n,
     });
   }
-  const { root, json } = parseHeaderJson(headerBytes, path);
-  const literals = FRACTION_HINT.test(json) ? nonIntegerLiterals(json) : undefined;
+  const header = parseHeaderJson(headerBytes, path);
+  const literals = header.json !== undefined && FRACTION_HINT.test(header.json) ? nonIntegerLiterals(header.json) : undefined;
 
-  const names = Object.keys(root);
-  const tensorCount = Object.hasOwn(root, METADATA_KEY) ? names.length - 1 : names.length;
-  if (tensorCount > MAX_TENSORS) throw tooManyTensors(tensorCount, path);
+  if (header.names.length > MAX_TENSORS) throw tooManyTensors(header.names.length, path);
+  const metadata = header.hasMetadata ? checkMetadata(header.metadata, path) : {};
 
-  const metadata = Object.hasOwn(root, METADATA_KEY) ? checkMetadata(root[METADATA_KEY], path) : {};
-
-  const tensorNames: string[] = [];
+  const tensorNames = header.names;
   const infos: TensorInfo[] = [];
-  for (const name of names) {
-    if (name === METADATA_KEY) continue;
-    tensorNames.push(name);
-    infos.push(checkEntry(name, root[name], path));
+  for (let i = 0; i < tensorNames.length; i++) {
+    const name = tensorNames[i] as string;
+    infos.push(checkEntry(name, header.values[i], path));
     const literal = literals?.get(name);
     if (literal !== undefined) {
       const [field, text] = literal;
@@ -412,7 +409,17 @@ function tooManyTensors(count: number | undefined, path: string): CkptError {
   });
 }
 
-function parseHeaderJson(headerBytes: Uint8Array, path: string): { root: Record<string, unknown>; json: string } {
+/** A parsed header: tensor names and their raw entries in order, and the raw `__metadata__` value. */
+interface HeaderJson {
+  readonly names: string[];
+  readonly values: unknown[];
+  readonly hasMetadata: boolean;
+  readonly metadata: unknown;
+  /** The JSON text, when the general parser read it (its numbers still need the literal check). */
+  readonly json: string | undefined;
+}
+
+function parseHeaderJson(headerBytes: Uint8Array, path: string): HeaderJson {
   let text: string;
   try {
     text = utf8Decoder.decode(headerBytes);
@@ -431,6 +438,11 @@ function parseHeaderJson(headerBytes: Uint8Array, path: string): { root: Record<
   // The member limit (tensors, + 1 for __metadata__ if the text names it anywhere) stops a hostile
   // header while it is parsed, before it is fully built.
   const json = end === text.length ? text : text.slice(0, end);
+  const canonical = scanCanonicalHeader(json, MAX_TENSORS);
+  if (canonical !== undefined) {
+    const { names, entries, metadata } = canonical;
+    return { names, values: entries, hasMetadata: metadata !== undefined, metadata, json: undefined };
+  }
   const limit = json.includes(`"${METADATA_KEY}"`) ? MAX_TENSORS + 1 : MAX_TENSORS;
   const value = parseJson(json, path, {
     maxMembers: {
@@ -442,7 +454,10 @@ function parseHeaderJson(headerBytes: Uint8Array, path: string): { root: Record<
     },
   });
   // The text starts with '{' and parsed, so the value is an object.
-  return { root: value as Record<string, unknown>, json };
+  const root = value as Record<string, unknown>;
+  const names = Object.keys(root).filter((k) => k !== METADATA_KEY);
+  const hasMetadata = Object.hasOwn(root, METADATA_KEY);
+  return { names, values: names.map((k) => root[k]), hasMetadata, metadata: hasMetadata ? root[METADATA_KEY] : undefined, json };
 }
 
 /**
