@@ -24,7 +24,7 @@ const suites = [
   { name: 'hostile', files: ['.build/test/reliability/hostile.test.js'], env: { CKPT_FUZZ_RUNS: env('CKPT_LONG_FUZZ_RUNS', 60000) } },
   {
     name: 'format-fuzz',
-    files: ['.build/src/format/safetensors.test.js', '.build/src/format/json.test.js'],
+    files: ['.build/src/format/safetensors.test.js', '.build/src/format/json.test.js', '.build/src/format/canonical-header.test.js'],
     env: { CKPT_FUZZ_RUNS: env('CKPT_LONG_FORMAT_FUZZ_RUNS', 20000) },
   },
   { name: 'enospc', files: ['.build/test/reliability/enospc.test.js'], env: {} },
