@@ -218,6 +218,8 @@ class HashingSink {
   private staged = 0;
   /** The last write issued: every write starts after it. */
   private tail: Promise<void> = Promise.resolve();
+  /** Writes issued and not settled yet. */
+  private writing = 0;
   private failure: { error: unknown } | undefined;
   bytes = 0;
 
@@ -262,8 +264,15 @@ class HashingSink {
 
   /** Chains a write of `bytes` after the previous one; its failure fails every later call. */
   private enqueue(bytes: Uint8Array): Promise<void> {
-    const w = this.tail.then(() => this.writer.write(bytes));
-    this.tail = w.catch((e: unknown) => {
+    // With no write in flight the write starts now, on the thread pool, so that the hashing the caller
+    // does next overlaps it (a `then` would start it only after the caller's synchronous hashing).
+    const w = this.writing === 0 ? this.writer.write(bytes) : this.tail.then(() => this.writer.write(bytes));
+    this.writing++;
+    const settled = (): void => {
+      this.writing--;
+    };
+    this.tail = w.then(settled, (e: unknown) => {
+      settled();
       this.failure ??= { error: e };
     });
     return w;
