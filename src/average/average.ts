@@ -358,6 +358,8 @@ class SourceFile {
   private next = 0;
   private readonly key: string;
   private opened: Promise<ObjectReader> | undefined;
+  /** The reader, once `opened` resolved. */
+  private open: ObjectReader | undefined;
   private closed = false;
 
   constructor(
@@ -374,12 +376,17 @@ class SourceFile {
   read(offset: number, length: number, into: Uint8Array): Promise<Uint8Array> {
     if (length === 0) return Promise.resolve(into.subarray(0, 0));
     if (this.closed) return Promise.reject(new CkptError('CLOSED', `read of ${this.reader.describe(this.file)} after averaging closed it`, {}));
-    this.opened ??= openReader(this.reader.backend, this.key);
-    return this.opened
-      .then((r) => r.read(offset, length, into))
-      .catch((e: unknown) => {
-        throw ioError(e, 'reading', this.reader.describe(this.file), { step: this.reader.manifest.step });
-      });
+    const fail = (e: unknown): never => {
+      throw ioError(e, 'reading', this.reader.describe(this.file), { step: this.reader.manifest.step });
+    };
+    // Once the file is open the read is issued right here, so that it runs on the thread pool while
+    // this thread hashes and accumulates (a `then` would issue it only when this thread next waits).
+    if (this.open !== undefined) return this.open.read(offset, length, into).catch(fail);
+    this.opened ??= openReader(this.reader.backend, this.key).then((r) => {
+      if (!this.closed) this.open = r;
+      return r;
+    });
+    return this.opened.then((r) => r.read(offset, length, into)).catch(fail);
   }
 
   /** Hashes `bytes`, read at `offset`, when they continue the part of the file hashed so far. */
@@ -420,6 +427,7 @@ class SourceFile {
   async close(): Promise<void> {
     const opened = this.opened;
     this.opened = undefined;
+    this.open = undefined;
     this.closed = true;
     await opened?.then((r) => r.close()).catch(() => undefined);
   }
