@@ -282,8 +282,9 @@ class HashingSink {
   private async flush(): Promise<void> {
     if (this.staged > 0) {
       const full = this.stagingBuffer().subarray(0, this.staged);
-      this.hasher.update(full);
+      // Started first, so the write overlaps the hashing (the bytes stay put until it is done).
       this.inFlight[this.current] = this.enqueue(full);
+      this.hasher.update(full);
       this.staged = 0;
       this.current ^= 1;
     }
