@@ -429,14 +429,16 @@ const EXPONENTIAL: ScheduleSpec = {
     staircase: { kind: 'boolean', default: false },
   },
   formula: (p) => {
-    const [lr, steps, rate] = [num(p, 'initialLearningRate'), num(p, 'decaySteps'), num(p, 'decayRate')];
-    const staircase = p.staircase === true;
-    return (step) => {
-      const e = step / steps;
-      return lr * rate ** (staircase ? Math.floor(e) : e);
-    };
+    const [lr, rate, periods] = [num(p, 'initialLearningRate'), num(p, 'decayRate'), decayPeriods(p)];
+    return (step) => lr * rate ** periods(step);
   },
 };
+
+/** Keras' decay progress shared by ExponentialDecay and InverseTimeDecay: step / decaySteps, floored when `staircase`. */
+function decayPeriods(p: Params): (step: number) => number {
+  const steps = num(p, 'decaySteps');
+  return p.staircase === true ? (step) => Math.floor(step / steps) : (step) => step / steps;
+}
 
 /** Options of {@link inverseTimeDecay} (Keras' names in parentheses). */
 export interface InverseTimeOptions {
@@ -473,12 +475,8 @@ const INVERSE_TIME: ScheduleSpec = {
     staircase: { kind: 'boolean', default: false },
   },
   formula: (p) => {
-    const [lr, steps, rate] = [num(p, 'initialLearningRate'), num(p, 'decaySteps'), num(p, 'decayRate')];
-    const staircase = p.staircase === true;
-    return (step) => {
-      const e = step / steps;
-      return lr / (1 + rate * (staircase ? Math.floor(e) : e));
-    };
+    const [lr, rate, periods] = [num(p, 'initialLearningRate'), num(p, 'decayRate'), decayPeriods(p)];
+    return (step) => lr / (1 + rate * periods(step));
   },
 };
 
