@@ -18,6 +18,7 @@
  */
 import type { Backend, ObjectWriter, WriteOptions } from './backend.js';
 import { CkptError, ioError } from '../errors.js';
+import { writeWithWriter } from './internal.js';
 
 /** The backend operations a {@link FaultPlan} can count and fail (`abort` never fails). */
 export type FaultOperation =
@@ -237,14 +238,7 @@ export function faultyBackend(inner: Backend, plan: FaultPlan): FaultyBackend {
     },
     writer,
     async write(key: string, data: Uint8Array, options?: WriteOptions): Promise<void> {
-      const w = await writer(key, options);
-      try {
-        await w.write(data);
-      } catch (e) {
-        await w.abort();
-        throw e;
-      }
-      await w.close();
+      await writeWithWriter(writer, key, data, options);
     },
     async writeIfAbsent(key: string, data: Uint8Array): Promise<boolean> {
       step('writeIfAbsent', key);

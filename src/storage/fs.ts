@@ -40,6 +40,7 @@ import {
   renameInside,
   renameArgs,
   targetExists,
+  writeWithWriter,
   writerClosed,
 } from './internal.js';
 
@@ -434,14 +435,7 @@ export function fsBackend(root: string, options: FsBackendOptions = {}): Backend
 
     async write(key: string, data: Uint8Array, options?: WriteOptions): Promise<void> {
       checkBytes(data, 'write', describe(key));
-      const w = await writer(key, options);
-      try {
-        await w.write(data);
-      } catch (e) {
-        await w.abort();
-        throw e;
-      }
-      await w.close();
+      await writeWithWriter(writer, key, data, options);
     },
 
     async writeIfAbsent(key: string, data: Uint8Array): Promise<boolean> {

@@ -5,6 +5,7 @@
  * @module
  */
 import { CkptError } from '../errors.js';
+import type { ObjectWriter, WriteOptions } from './backend.js';
 import { validateKey, validatePrefix } from './keys.js';
 
 /**
@@ -118,4 +119,24 @@ export function targetExists(from: string, to: string, cause?: unknown): CkptErr
     path: to,
     cause,
   });
+}
+
+/**
+ * `Backend.write` on top of `Backend.writer`: one writer, one write, close; the partial object is
+ * aborted when the write fails. Every backend whose `write` is nothing more uses this.
+ */
+export async function writeWithWriter(
+  writer: (key: string, options?: WriteOptions) => Promise<ObjectWriter>,
+  key: string,
+  data: Uint8Array,
+  options?: WriteOptions,
+): Promise<void> {
+  const w = await writer(key, options);
+  try {
+    await w.write(data);
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  await w.close();
 }

@@ -4,6 +4,7 @@
  * training).
  */
 import type { Backend, ObjectWriter, WriteOptions } from '../../src/storage/backend.js';
+import { writeWithWriter } from '../../src/storage/internal.js';
 
 /** A backend forwarding every call to `current`, which a test may replace at any time. */
 export interface SwitchableBackend extends Backend {
@@ -80,14 +81,7 @@ export function slowBackend(inner: Backend, msPerMiB: number): { backend: Backen
     describe: (key) => inner.describe(key),
     writer,
     async write(key: string, data: Uint8Array, options?: WriteOptions): Promise<void> {
-      const w = await writer(key, options);
-      try {
-        await w.write(data);
-      } catch (e) {
-        await w.abort();
-        throw e;
-      }
-      await w.close();
+      await writeWithWriter(writer, key, data, options);
     },
   };
   return { backend, stats };
