@@ -333,65 +333,68 @@ describe('debris', () => {
   });
 });
 
+/**
+ * A run whose writer keeps step 1 as the best and the newest two by retention, and `churn()`, which has
+ * the writer commit two newer steps (so retention deletes the two newest there were).
+ */
+async function churningRun(): Promise<{ inner: ReturnType<typeof memoryBackend>; writer: CheckpointManager; churn: () => Promise<void>; newest: () => number }> {
+  const inner = memoryBackend();
+  const writer = await openManager({ backend: inner }, { keep: { last: 2, best: { k: 1, metric: 'loss', mode: 'min' } } });
+  await writer.save(sampleState(1, { loss: 0 }));
+  await writer.save(sampleState(2, { loss: 5 }));
+  await writer.save(sampleState(3, { loss: 5 }));
+  let newest = 3;
+  const churn = async (): Promise<void> => {
+    await writer.save(sampleState(newest + 1, { loss: 5 }));
+    await writer.save(sampleState(newest + 2, { loss: 5 }));
+    newest += 2;
+  };
+  return { inner, writer, churn, newest: () => newest };
+}
+
 describe('listing a run while another process saves and deletes', () => {
   it('a restore never falls back to an old checkpoint because the newest ones were replaced while it listed', async () => {
-    const inner = memoryBackend();
-    const writer = await openManager({ backend: inner }, { keep: { last: 2, best: { k: 1, metric: 'loss', mode: 'min' } } });
-    // Step 1 stays as the best; the newest two are replaced at every listing below.
-    await writer.save(sampleState(1, { loss: 0 }));
-    await writer.save(sampleState(2, { loss: 5 }));
-    await writer.save(sampleState(3, { loss: 5 }));
-    let newest = 3;
-    let churn = 0;
+    const { inner, writer, churn, newest } = await churningRun();
+    let churns = 0;
     const backend = Object.create(inner) as typeof inner;
     backend.list = async (prefix: string): Promise<string[]> => {
       const names = await inner.list(prefix);
-      if (churn > 0 && prefix === '') {
-        // Between this listing and the reads of its manifests, the writer commits two newer steps,
-        // which makes retention delete the two this listing holds.
-        churn--;
-        await writer.save(sampleState(newest + 1, { loss: 5 }));
-        await writer.save(sampleState(newest + 2, { loss: 5 }));
-        newest += 2;
+      if (churns > 0 && prefix === '') {
+        // Between this listing and the reads of its manifests, the writer replaces the two newest.
+        churns--;
+        await churn();
       }
       return names;
     };
     const reader = await openManager({ backend }, { readOnly: true });
-    churn = 12; // each listing attempt lists twice: six attempts in a row see the writer move on
-    const before = newest;
+    churns = 12; // each listing attempt lists twice: six attempts in a row see the writer move on
+    const before = newest();
     const { checkpoint, skipped } = await reader.restore();
     assert.deepEqual(skipped, []);
     assert.ok(checkpoint.step >= before, `restored step ${checkpoint.step}, but step ${before} was committed before the restore began`);
-    assert.equal(churn, 0);
+    assert.equal(churns, 0);
     await reader.close();
     await writer.close();
   });
 
   it('a restore whose newest candidate is deleted while it is read, many times in a row, lists again and restores a newer one', async () => {
-    const inner = memoryBackend();
-    const writer = await openManager({ backend: inner }, { keep: { last: 2, best: { k: 1, metric: 'loss', mode: 'min' } } });
-    await writer.save(sampleState(1, { loss: 0 }));
-    await writer.save(sampleState(2, { loss: 5 }));
-    await writer.save(sampleState(3, { loss: 5 }));
-    let newest = 3;
-    let churn = 0;
+    const { inner, writer, churn, newest } = await churningRun();
+    let churns = 0;
     const backend = Object.create(inner) as typeof inner;
     backend.openReader = async (key: string) => {
-      if (churn > 0 && key.endsWith('/model.safetensors')) {
-        // The writer commits two newer steps before this tensor file is opened: retention deletes it.
-        churn--;
-        await writer.save(sampleState(newest + 1, { loss: 5 }));
-        await writer.save(sampleState(newest + 2, { loss: 5 }));
-        newest += 2;
+      if (churns > 0 && key.endsWith('/model.safetensors')) {
+        // The writer replaces the two newest before this tensor file is opened: retention deletes it.
+        churns--;
+        await churn();
       }
       return (inner.openReader as NonNullable<typeof inner.openReader>)(key);
     };
     const reader = await openManager({ backend }, { readOnly: true });
-    churn = 8;
+    churns = 8;
     const { checkpoint, skipped } = await reader.restore();
     assert.deepEqual(skipped.map((x) => x.name), []);
-    assert.equal(checkpoint.step, newest);
-    assert.equal(churn, 0);
+    assert.equal(checkpoint.step, newest());
+    assert.equal(churns, 0);
     await reader.close();
     await writer.close();
   });
