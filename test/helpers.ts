@@ -13,18 +13,22 @@ export async function tmpDir(prefix = 'ckpt-test-'): Promise<string> {
   return dir;
 }
 
-/** A deterministic pseudo-random F32 tensor. */
-export function randomF32(shape: number[], seed: number): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
+/** xorshift32 values in [-1, 1). */
+export function randoms(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
   let s = seed >>> 0 || 1;
   for (let i = 0; i < n; i++) {
     s ^= s << 13;
     s ^= s >>> 17;
     s ^= s << 5;
-    data[i] = ((s >>> 0) / 2 ** 32) * 2 - 1;
+    out[i] = ((s >>> 0) / 2 ** 32) * 2 - 1;
   }
-  return tensor(data, shape);
+  return out;
+}
+
+/** A deterministic pseudo-random F32 tensor. */
+export function randomF32(shape: number[], seed: number): Tensor {
+  return tensor(randoms(shape.reduce((a, b) => a * b, 1), seed), shape);
 }
 
 /** A small but complete training state (model, optimizer, ema groups; JSON state; metrics). */

@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { adamw } from '../src/tfjs/optimizers.js';
 import { trainStep } from '../src/tfjs/loop.js';
 import type { TrainingTarget } from '../src/tfjs/state.js';
+import { randoms } from './helpers.js';
 
 /** Selects a backend and silences TF.js' "install tfjs-node" banner. */
 export async function useBackend(name: 'cpu' | 'wasm'): Promise<void> {
@@ -13,18 +14,7 @@ export async function useBackend(name: 'cpu' | 'wasm'): Promise<void> {
   if (!(await tf.setBackend(name))) throw new Error(`backend ${name} did not initialise`);
 }
 
-/** xorshift32 values in [-1, 1). */
-export function randoms(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 2 ** 32) * 2 - 1;
-  }
-  return out;
-}
+export { randoms };
 
 export const SAMPLES = 32;
 export const BATCH = 8;
