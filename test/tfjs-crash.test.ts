@@ -3,13 +3,12 @@
  * its latest checkpoint and produces exactly the losses and final state of an uninterrupted run.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { tmpDir } from './helpers.js';
+import { childScript, startChild } from './reliability/procs.js';
 
-const trainer = fileURLToPath(new URL('./children/tfjs-trainer.js', import.meta.url));
+const trainer = childScript('tfjs-trainer');
 
 interface Run {
   readonly lines: string[];
@@ -18,30 +17,18 @@ interface Run {
 }
 
 /** Runs the trainer; with `killAfterStep`, SIGKILLs it once it has printed that step. */
-function runTrainer(args: readonly string[], killAfterStep?: number): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child: ChildProcess = spawn(process.execPath, [trainer, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const lines: string[] = [];
-    let buf = '';
-    let err = '';
-    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        lines.push(line);
-        const m = /^step (\d+) /.exec(line);
-        if (killAfterStep !== undefined && m !== null && Number(m[1]) >= killAfterStep) child.kill('SIGKILL');
-      }
-    });
-    child.once('error', reject);
-    child.once('exit', (code, signal) => {
-      if (code !== 0 && signal === null) reject(new Error(`trainer exited with ${code}: ${err}`));
-      else resolve({ lines, code, signal });
-    });
-  });
+async function runTrainer(args: readonly string[], killAfterStep?: number): Promise<Run> {
+  const child = startChild(trainer, args);
+  if (killAfterStep !== undefined) {
+    // Steps are printed in order from 1; a trainer that exits first is reported below.
+    child.waitFor(new RegExp(`^step ${killAfterStep} `)).then(
+      () => child.process.kill('SIGKILL'),
+      () => undefined,
+    );
+  }
+  const { code, signal } = await child.exit;
+  if (code !== 0 && signal === null) throw new Error(`trainer exited with ${code}: ${child.stderr()}`);
+  return { lines: child.lines, code, signal };
 }
 
 function steps(lines: readonly string[]): Map<number, string> {
