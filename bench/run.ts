@@ -68,7 +68,7 @@ try {
     );
     ratioRow('save', `fs, crc32 checksums, ${sync ? 'fsync' : 'no fsync'} vs raw sequential write`, bytes, ours, raw, 0.9);
     if (!sync) {
-      const both = await bestTime(() => rawWriteWhileHashing(join(work, 'raw.bin'), chunks, crc32Implementation.fn), REPS, 1, () => remove(join(work, 'raw.bin')));
+      const both = await bestTime(() => rawWriteWhileHashing(join(work, 'raw.bin'), chunks, crc32Implementation().fn), REPS, 1, () => remove(join(work, 'raw.bin')));
       row({ section: 'save', what: 'no fsync vs raw write ∥ crc32 of the same bytes', ours: rate(bytes, ours), limit: rate(bytes, both), ratio: `${(both / ours).toFixed(2)}x`, target: 'info' });
     }
     saveSeconds.set(sync, ours);
@@ -92,7 +92,7 @@ try {
   // (they share its memory bandwidth): timed concurrently, on two copies of the data.
   const hashCopy = readBuffer(bytes);
   hashCopy.set(into.subarray(0, bytes));
-  const readAndHash = await bestTime(() => rawReadWhileHashing(file, into, hashCopy, crc32Implementation.fn), REPS);
+  const readAndHash = await bestTime(() => rawReadWhileHashing(file, into, hashCopy, crc32Implementation().fn), REPS);
   row({
     section: 'load',
     what: 'verified vs raw read ∥ crc32 of the same bytes (concurrently)',
@@ -165,7 +165,7 @@ try {
     const hashBuf = readBuffer(perAvg * TENSORS + MiB);
     hashBuf.fill(1);
     const readAndHashAll = await bestTime(async () => {
-      for (const f of files) await rawReadWhileHashing(f, buf, hashBuf, crc32Implementation.fn);
+      for (const f of files) await rawReadWhileHashing(f, buf, hashBuf, crc32Implementation().fn);
     }, REPS);
     const best = await averageInChild(true);
     ratioRow('average', `8 checkpoints (${((n * perAvg * TENSORS) / MiB).toFixed(0)} MiB) vs raw read of their bytes`, avgBytes, best.seconds, raw, 0.8);
@@ -372,7 +372,7 @@ ${whyMissed()}
   **raw write ∥ crc32** likewise for a checksummed write: each chunk hashed while the thread pool writes it.
 - **raw read + JSON.parse of its header**: what any safetensors reader must do for a file of many small
   tensors (the header holds ~80 bytes of JSON per tensor).
-- **checksums** use the ${crc32Implementation.name} crc32 (\`CKPT_CRC32\` picks another; see src/checkpoint/checksum.ts).
+- **checksums** use the ${crc32Implementation().name} crc32 (\`CKPT_CRC32\` picks another; see src/checkpoint/checksum.ts).
 ${notes.map((n) => `- ${n}`).join('\n')}
 `;
   await writeFile(out, doc);

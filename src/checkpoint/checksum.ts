@@ -86,9 +86,15 @@ function chooseCrc32(): Crc32Implementation {
   return all.find((i) => i.name === wanted) ?? (all[0] as Crc32Implementation);
 }
 
-/** The CRC-32 implementation in use in this process. */
-export const crc32Implementation: Crc32Implementation = chooseCrc32();
-const crc32 = crc32Implementation.fn;
+let chosen: Crc32Implementation | undefined;
+
+/**
+ * The CRC-32 implementation in use in this process, chosen on first use (so that importing ckpt does not
+ * load a native binary a program may never need).
+ */
+export function crc32Implementation(): Crc32Implementation {
+  return (chosen ??= chooseCrc32());
+}
 
 /** Creates a {@link Hasher} for `algorithm`. */
 export function createHasher(algorithm: ChecksumAlgorithm): Hasher {
@@ -99,6 +105,7 @@ export function createHasher(algorithm: ChecksumAlgorithm): Hasher {
       digest: () => `sha256:${h.digest('hex')}`,
     };
   }
+  const crc32 = crc32Implementation().fn;
   let value = 0;
   return {
     update: (chunk) => {
