@@ -16,9 +16,10 @@ import { decodeSafetensors, serializeSafetensors } from '../src/format/safetenso
 import { DTYPES, type DType } from '../src/tensor/dtype.js';
 import { type Tensor, type TensorMap, toFloat64, typedView } from '../src/tensor/tensor.js';
 import { DTYPE_VALUES, fixturesDir, safetensorsFixtures } from './fixtures/gen-safetensors.js';
+import { fuzzRuns } from './helpers.js';
 
 const DIR = fixturesDir();
-const RUNS = process.env['CKPT_FUZZ_RUNS'] === undefined ? 100 : Number(process.env['CKPT_FUZZ_RUNS']);
+const RUNS = fuzzRuns(100);
 
 /** Expected outcome of every fixture: 'ok', or the error code (and the tensor the message names). */
 const EXPECTED: Readonly<Record<string, 'ok' | CkptErrorCode | readonly [CkptErrorCode, string]>> = {

@@ -13,6 +13,12 @@ export async function tmpDir(prefix = 'ckpt-test-'): Promise<string> {
   return dir;
 }
 
+/** Runs of each fast-check property: CKPT_FUZZ_RUNS when set (long runs), else the CI-sized `ciDefault`. */
+export function fuzzRuns(ciDefault: number): number {
+  const env = process.env['CKPT_FUZZ_RUNS'];
+  return env === undefined ? ciDefault : Number(env);
+}
+
 /** xorshift32 values in [-1, 1). */
 export function randoms(n: number, seed: number): Float32Array {
   const out = new Float32Array(n);

@@ -12,11 +12,7 @@ import { scanCanonicalHeader } from './canonical-header.js';
 import { parseJson } from './json.js';
 import { encodeSafetensors } from './safetensors.js';
 import type { TensorMap } from '../tensor/tensor.js';
-
-function runs(ciDefault: number): number {
-  const env = process.env['CKPT_FUZZ_RUNS'];
-  return env === undefined ? ciDefault : Number(env);
-}
+import { fuzzRuns } from '../../test/helpers.js';
 
 const decoder = new TextDecoder();
 
@@ -119,7 +115,7 @@ describe('canonical header fast path', () => {
           agrees(text);
         }
       }),
-      { numRuns: runs(1000) },
+      { numRuns: fuzzRuns(1000) },
     );
   });
 });

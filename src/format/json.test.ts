@@ -3,12 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { CkptError, type CkptErrorCode, isCkptError } from '../errors.js';
 import { MAX_JSON_DEPTH, type ParseJsonOptions, parseJson, parseJsonReference } from './json.js';
-
-/** CKPT_FUZZ_RUNS overrides the (CI-sized) number of runs of every property. */
-function runs(ciDefault: number): number {
-  const env = process.env['CKPT_FUZZ_RUNS'];
-  return env === undefined ? ciDefault : Number(env);
-}
+import { fuzzRuns } from '../../test/helpers.js';
 
 const PATH = '/runs/a/step-00000001/state.json';
 const PARSERS = [
@@ -175,7 +170,7 @@ for (const [label, parse] of PARSERS) {
         fc.property(fc.json({ maxDepth: 5, stringUnit: 'binary' }), (text) => {
           assert.deepStrictEqual(parse(text, PATH), JSON.parse(text));
         }),
-        { numRuns: runs(150) },
+        { numRuns: fuzzRuns(150) },
       );
     });
 
@@ -185,7 +180,7 @@ for (const [label, parse] of PARSERS) {
           const text = JSON.stringify(value, null, space as string | number | undefined);
           assert.deepStrictEqual(parse(text, PATH), JSON.parse(text));
         }),
-        { numRuns: runs(200) },
+        { numRuns: fuzzRuns(200) },
       );
     });
 
@@ -209,7 +204,7 @@ for (const [label, parse] of PARSERS) {
           assert.ok(expected.ok, `accepted what JSON.parse refuses: ${JSON.stringify(text)}`);
           assert.deepStrictEqual(value, expected.value);
         }),
-        { numRuns: runs(1000) },
+        { numRuns: fuzzRuns(1000) },
       );
     });
 
@@ -224,7 +219,7 @@ for (const [label, parse] of PARSERS) {
           if (duplicated) throwsCode(() => parse(text, PATH), 'DUPLICATE_KEY');
           else assert.deepStrictEqual(parse(text, PATH), JSON.parse(text));
         }),
-        { numRuns: runs(300) },
+        { numRuns: fuzzRuns(300) },
       );
     });
   });

@@ -15,12 +15,7 @@ import {
   readHeaderLength,
   serializeSafetensors,
 } from './safetensors.js';
-
-/** CKPT_FUZZ_RUNS overrides the (CI-sized) number of runs of every property. */
-function runs(ciDefault: number): number {
-  const env = process.env['CKPT_FUZZ_RUNS'];
-  return env === undefined ? ciDefault : Number(env);
-}
+import { fuzzRuns } from '../../test/helpers.js';
 
 const PATH = '/x/model.safetensors';
 const ALL_DTYPES = Object.keys(DTYPES) as DType[];
@@ -470,7 +465,7 @@ describe('properties', () => {
         assert.deepStrictEqual(Buffer.from(serializeSafetensors(map, metadata)), Buffer.from(bytes));
         assert.equal(encodeSafetensors(map, metadata).byteLength, bytes.byteLength);
       }),
-      { numRuns: runs(200) },
+      { numRuns: fuzzRuns(200) },
     );
   });
 
@@ -483,7 +478,7 @@ describe('properties', () => {
       fc.property(fc.oneof(fc.uint8Array({ maxLength: 80 }), fc.tuple(header, fc.integer({ min: 0, max: 32 })).map(([h, n]) => rawFile(h, n))), (bytes) => {
         expectTypedOrConsistent(bytes);
       }),
-      { numRuns: runs(500) },
+      { numRuns: fuzzRuns(500) },
     );
   });
 
@@ -501,7 +496,7 @@ describe('properties', () => {
         for (const m of mutations) bytes = mutate(bytes, m);
         expectTypedOrConsistent(bytes);
       }),
-      { numRuns: runs(500) },
+      { numRuns: fuzzRuns(500) },
     );
   });
 });

@@ -34,10 +34,10 @@ import { fsBackend } from '../../src/storage/fs.js';
 import { memoryBackend } from '../../src/storage/memory.js';
 import { DTYPES, type DType } from '../../src/tensor/dtype.js';
 import { numElements, tensor } from '../../src/tensor/tensor.js';
-import { randomF32, sampleState, tmpDir } from '../helpers.js';
+import { fuzzRuns, randomF32, sampleState, tmpDir } from '../helpers.js';
 import { suiteSeed } from './procs.js';
 
-const RUNS = Number(process.env.CKPT_FUZZ_RUNS ?? 2000);
+const RUNS = fuzzRuns(2000);
 /** A single parse or load of a small hostile input taking longer than this counts as a hang. */
 const HANG_MS = 2000;
 const MANIFEST_CODES: readonly CkptErrorCode[] = ['MANIFEST_INVALID', 'UNSUPPORTED_VERSION', 'PATH_ESCAPE'];
