@@ -69,13 +69,18 @@ export async function rawWrite(path: string, chunks: readonly Uint8Array[], sync
   }
 }
 
-/** Baseline: read a whole file into a reused, well-placed buffer. */
-export async function rawRead(path: string, into: Uint8Array): Promise<number> {
+/**
+ * Baseline: read a whole file into a reused, well-placed buffer. `during(size)`, when given, runs on this
+ * thread right after the first read is issued (which runs on the thread pool meanwhile).
+ */
+export async function rawRead(path: string, into: Uint8Array, during?: (size: number) => void): Promise<number> {
   const fh = await open(path, 'r');
   try {
     let off = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(into, off, Math.min(into.byteLength - off, 1 << 30), off);
+    const first = fh.read(into, 0, Math.min(into.byteLength, 1 << 30), 0);
+    if (during !== undefined) during((await fh.stat()).size);
+    for (let next = first; ; next = fh.read(into, off, Math.min(into.byteLength - off, 1 << 30), off)) {
+      const { bytesRead } = await next;
       if (bytesRead === 0) break;
       off += bytesRead;
     }
@@ -110,21 +115,7 @@ export async function rawWriteWhileHashing(path: string, chunks: readonly Uint8A
  * `hash(other)` over a buffer of the same size, so both stream through memory at once.
  */
 export async function rawReadWhileHashing(path: string, into: Uint8Array, other: Uint8Array, hash: (b: Uint8Array) => number): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    const size = (await fh.stat()).size;
-    // The read is issued before hashing starts: it runs on the thread pool meanwhile.
-    const reading = fh.read(into, 0, Math.min(size, 1 << 30), 0);
-    hash(other.subarray(0, size));
-    let off = (await reading).bytesRead;
-    while (off < size) {
-      const { bytesRead } = await fh.read(into, off, Math.min(size - off, 1 << 30), off);
-      if (bytesRead === 0) break;
-      off += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
+  await rawRead(path, into, (size) => hash(other.subarray(0, size)));
 }
 
 /** A reusable read buffer of `size` bytes placed where the kernel copies fast. */
