@@ -91,7 +91,7 @@ describe('save pipeline', () => {
       const mem = memoryBackend();
       const faulty = faultyBackend(mem, { operations: ['write'], failAt: [at] });
       await assert.rejects(writeCheckpoint(faulty, 'ck', { step: 1, tensors: { model: tensors } }), (e: unknown) => {
-        assert.ok(isCkptError(e), String(e));
+        assert.ok(isCkptError(e, 'NO_SPACE'), String(e));
         assert.match(e.message, /ENOSPC|injected/);
         assert.ok(e.path?.includes('ck') === true, e.message);
         return true;

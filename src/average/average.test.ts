@@ -121,6 +121,9 @@ describe('resolveAverageOptions', () => {
     const mode = { best: { k: 1, metric: 'loss', mode: 'lowest' } } as unknown as { last: number };
     assert.throws(() => resolveAverageOptions({ select: mode }), /mode must be "min" or "max"/);
     const flags = { verify: 'no', sync: 0 } as unknown as { verify: boolean };
-    assert.throws(() => resolveAverageOptions(flags), /verify must be a boolean, got no; sync must be a boolean, got 0/);
+    assert.throws(
+      () => resolveAverageOptions(flags),
+      (e: CkptError) => isCkptError(e, 'INVALID_ARGUMENT') && /verify must be a boolean, got no; sync must be a boolean, got 0/.test(e.message),
+    );
   });
 });
