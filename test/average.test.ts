@@ -7,7 +7,7 @@ import { load, verify } from '../src/checkpoint/api.js';
 import { openManager } from '../src/checkpoint/manager.js';
 import { type TensorStream, writeCheckpoint } from '../src/checkpoint/save.js';
 import type { TrainState } from '../src/checkpoint/types.js';
-import { isCkptError } from '../src/errors.js';
+import { CkptError, isCkptError } from '../src/errors.js';
 import { readHeaderLength } from '../src/format/safetensors.js';
 import type { Backend } from '../src/storage/backend.js';
 import { openReader } from '../src/storage/reader.js';
@@ -481,6 +481,75 @@ describe('streaming writes (TensorStream groups in writeCheckpoint)', () => {
     await rejectsWith(writeCheckpoint(backend, 'c', { step: 1, tensors: { model: wrong } }, { sync: false }), 'TENSOR_SIZE_MISMATCH', '"x"');
     const failing: TensorStream = { ...wrong, read: async () => new Uint8Array(8), end: async () => Promise.reject(new Error('late failure')) };
     await assert.rejects(writeCheckpoint(backend, 'c', { step: 1, tensors: { model: failing } }, { sync: false }), /late failure/);
+    assert.deepEqual(await backend.list(''), []);
+  });
+
+  /**
+   * A memory backend whose writes take a few milliseconds and copy the bytes only at the end (as a
+   * thread-pool write reads the caller's memory while it runs), logging when each starts and ends; the
+   * `failAt`-th write (counting from 1) fails with NO_SPACE.
+   */
+  function slowBackend(log: string[], failAt = Infinity): Backend {
+    const inner = memoryBackend();
+    let writes = 0;
+    return {
+      ...inner,
+      writer: async (key, options) => {
+        const w = await inner.writer(key, options);
+        return {
+          ...w,
+          write: async (chunk) => {
+            const n = ++writes;
+            log.push(`write ${chunk[0] ?? '-'}`);
+            await new Promise((r) => setTimeout(r, 3));
+            if (n === failAt) throw new CkptError('NO_SPACE', 'disk full (test)', {});
+            const copy = chunk.slice();
+            log.push(`written ${chunk[0] ?? '-'}`);
+            await w.write(copy);
+          },
+        };
+      },
+    };
+  }
+
+  /** Six 300 KiB tensors (written straight from the stream's memory), tensor i filled with i + 1. */
+  const BIG = 300 * 1024;
+  function alternatingStream(log: string[]): TensorStream {
+    const buffers = [new Uint8Array(BIG), new Uint8Array(BIG)];
+    return {
+      specs: Array.from({ length: 6 }, (_, i) => ({ name: `t${i}`, dtype: 'U8' as const, shape: [BIG] })),
+      alternating: true,
+      read: async (i) => {
+        log.push(`read ${i + 1}`);
+        return (buffers[i % 2] as Uint8Array).fill(i + 1);
+      },
+    };
+  }
+
+  it('an alternating stream produces the next tensor while the previous one is written, never overwriting bytes in flight', async () => {
+    const log: string[] = [];
+    const backend = slowBackend(log);
+    await writeCheckpoint(backend, 'alt', { step: 1, tensors: { model: alternatingStream(log) } }, { sync: false });
+    const ck = await load({ backend, key: 'alt' });
+    for (let i = 0; i < 6; i++) assert.ok((ck.tensors.model?.get(`t${i}`)?.data as Uint8Array).every((b) => b === i + 1), `t${i}`);
+    const at = (e: string): number => log.indexOf(e);
+    for (let t = 1; t <= 5; t++) {
+      // Overlap: tensor t + 1 is produced before tensor t's write ends …
+      assert.ok(at(`read ${t + 1}`) < at(`written ${t}`), log.join(', '));
+      // … but tensor t's buffer is refilled (by tensor t + 2) only after its write ended.
+      if (t + 2 <= 6) assert.ok(at(`written ${t}`) < at(`read ${t + 2}`), log.join(', '));
+    }
+  });
+
+  it('a write failing under an alternating stream fails the save with its error and leaves nothing', async () => {
+    for (const failAt of [2, 4, 7]) {
+      const backend = slowBackend([], failAt);
+      await rejectsWith(writeCheckpoint(backend, 'alt', { step: 1, tensors: { model: alternatingStream([]) } }, { sync: false }), 'NO_SPACE');
+      assert.deepEqual(await backend.list(''), [], `failing write ${failAt}`);
+    }
+    const failing: TensorStream = { ...alternatingStream([]), read: async (i) => (i === 3 ? Promise.reject(new Error('producer failed')) : new Uint8Array(BIG)) };
+    const backend = slowBackend([]);
+    await assert.rejects(writeCheckpoint(backend, 'alt', { step: 1, tensors: { model: failing } }, { sync: false }), /producer failed/);
     assert.deepEqual(await backend.list(''), []);
   });
 

@@ -15,7 +15,6 @@ import { checksumAlgorithm, createHasher, type Hasher } from '../checkpoint/chec
 import { CkptError, ioError, isCkptError } from '../errors.js';
 import { type ChecksumAlgorithm, type JsonValue, type Manifest, isValidGroupName } from '../format/manifest.js';
 import { Problems, isCount, isPositive } from '../problems.js';
-import { allocReadBuffer } from '../buffers.js';
 import type { Backend, ObjectReader } from '../storage/backend.js';
 import { openReader } from '../storage/reader.js';
 import type { DType } from '../tensor/dtype.js';
@@ -339,10 +338,11 @@ function listProblems(problems: readonly string[]): string {
 }
 
 /**
- * Largest read, in bytes: big enough that the per-read cost (a thread-pool round trip) is small, small
- * enough that a read's bytes are still in the CPU cache when they are hashed and accumulated.
+ * Largest read, in bytes. Each read costs this thread ~40 µs (waking for its completion) whatever its
+ * size, ~40% of the time to hash and accumulate a MiB here; 4 MiB reads were measurably faster than 1
+ * and 2 MiB ones, 8 MiB no faster (BENCHMARKS.md, averaging).
  */
-const CHUNK = 1024 * 1024;
+const CHUNK = 4 * 1024 * 1024;
 /** Reads kept in flight while the bytes of the previous one are hashed and accumulated. */
 const READ_AHEAD = 2;
 /** Read slots of the workspace: the ones in flight and the one in use. */
@@ -597,10 +597,11 @@ function specsOf(index: Map<string, TensorLocation>): TensorSpec[] {
 /**
  * A group streamed tensor by tensor from `sources` (the last reader is the newest): with `weights` (raw,
  * one per reader) float tensors are averaged, and every other tensor is the newest's; without, the
- * group is copied. Each tensor is produced chunk by chunk into `output` (reused for every tensor), while
- * the reads of the next chunks, and of the next tensor, are already in flight.
+ * group is copied. Each tensor is produced chunk by chunk into one of the two `outputs`, alternately, so
+ * that it overlaps the write of the previous tensor, while the reads of the next chunks, and of the next
+ * tensor, are already in flight.
  */
-function groupStream(sources: GroupSources, weights: readonly number[] | undefined, output: Uint8Array): TensorStream {
+function groupStream(sources: GroupSources, weights: readonly number[] | undefined, outputs: readonly Uint8Array[]): TensorStream {
   const newest = sources.readers.length - 1;
   const specs = specsOf(sources.indexes[newest] as Map<string, TensorLocation>);
   const sizes = specs.map((s) => {
@@ -616,6 +617,7 @@ function groupStream(sources: GroupSources, weights: readonly number[] | undefin
   let started = false;
   return {
     specs,
+    alternating: true,
     async read(i) {
       if (!started) {
         started = true;
@@ -623,7 +625,8 @@ function groupStream(sources: GroupSources, weights: readonly number[] | undefin
       }
       const spec = specs[i] as TensorSpec;
       const from = plan(spec);
-      const into = output.subarray(0, sizes[i]);
+      // Tensor i goes to output i mod 2: the previous tensor may still be being written.
+      const into = (outputs[i % 2] as Uint8Array).subarray(0, sizes[i]);
       const dtype = spec.dtype;
       for (const [begin, length] of chunkRanges(into.byteLength, workspace.chunk)) {
         if (weights !== undefined && isAveragedDType(dtype)) {
@@ -720,12 +723,13 @@ async function replaceCheckpoint(
  *   group (optimizer, …) from the newest selected checkpoint, so training resumes from it with averaged
  *   weights; `parentStep` is that step; metrics are left empty (the averaged weights were never
  *   evaluated); `metadata.averaged` records `{ method, steps, weights, groups, selection }`.
- * - Streaming: each tensor is read in chunks of up to 1 MiB (each chunk from every checkpoint in turn),
+ * - Streaming: each tensor is read in chunks of up to 4 MiB (each chunk from every checkpoint in turn),
  *   accumulated and written as it is produced; every file is opened once and read front to back, two
  *   reads ahead of the chunk being hashed and accumulated (WebAssembly SIMD for F32, F64 and BF16). So
- *   memory is the largest tensor's bytes (reused for the output) plus ~8 MiB of read slots and chunk
- *   accumulator plus a few MiB of write buffer, whatever the number or size of the checkpoints. Time
- *   is bound by this thread's CPU: with verification, mostly crc32 of every byte read (~3.5 GB/s here).
+ *   memory is twice the largest tensor's bytes (two output buffers: one tensor is written while the
+ *   next is produced) plus ~32 MiB of read slots and chunk accumulator plus a few MiB of write buffer,
+ *   whatever the number or size of the checkpoints. Time is bound by this thread's CPU: with
+ *   verification, crc32 and the accumulation of every byte read.
  * - It does not take the run's writer lock, so it can run beside training; a checkpoint deleted by
  *   retention meanwhile makes it fail (`NOT_FOUND` / `FILE_MISSING`) without leaving anything behind.
  *
@@ -836,9 +840,13 @@ export async function averageCheckpoints(run: Location, options: AverageOptions 
     for (const loc of index.values()) maxBytes = Math.max(maxBytes, loc.info.end - loc.info.begin);
   }
   // Allocated once and reused for every tensor and group (fresh memory is slow to touch the first time):
-  // the output tensor, and the read slots + one chunk's float64 accumulator.
-  const output = allocReadBuffer(maxBytes);
-  const workspace = new Workspace({ chunk: Math.min(CHUNK, Math.max(8, Math.ceil(maxBytes / 8) * 8)), slots: SLOTS });
+  // two output tensors (one is written while the next is produced), the read slots and one chunk's
+  // float64 accumulator.
+  const workspace = new Workspace({
+    chunk: Math.min(CHUNK, Math.max(8, Math.ceil(maxBytes / 8) * 8)),
+    slots: SLOTS,
+    outputs: { count: 2, bytes: maxBytes },
+  });
 
   const sources: GroupSources[] = [];
   const tensors: Record<string, TensorStream> = {};
@@ -848,7 +856,7 @@ export async function averageCheckpoints(run: Location, options: AverageOptions 
       ? new GroupSources(readers, indexes.get(group) ?? [], group, opts.verify, workspace)
       : new GroupSources([newest], [copiedIndexes.get(group) as Map<string, TensorLocation>], group, opts.verify, workspace);
     sources.push(s);
-    tensors[group] = groupStream(s, averaged ? rawWeights : undefined, output);
+    tensors[group] = groupStream(s, averaged ? rawWeights : undefined, workspace.outputs);
   }
 
   const steps = selected.map((c) => c.step);

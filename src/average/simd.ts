@@ -34,7 +34,9 @@ export type Kernel = (dst: number, src: number, n: number, scalar: number) => vo
  * The exported kernels. `*Set`/`*Add`: `acc[i] = w·x[i]` / `acc[i] = acc[i] + w·x[i]` for float64 `acc`
  * at `dst` and the `n` elements `x` at `src` (F32, F64 or BF16 bits). `*Finish`: element `i` at `dst`
  * becomes `acc[i] / divisor` (float64 `acc` at `src`) rounded once to F32 / stored as F64. No alignment
- * is required; 16-byte aligned offsets are fastest.
+ * is required; 16-byte aligned offsets are fastest. `*Scale`: as `*Finish`, multiplying by `scalar`:
+ * for a power-of-two divisor `d`, `x · (1/d)` is exactly `x / d` (both are the correctly rounded value of
+ * the same real number), and a multiplication costs a fraction of a division.
  */
 export interface SimdKernels {
   readonly f32Set: Kernel;
@@ -45,6 +47,9 @@ export interface SimdKernels {
   readonly bf16Add: Kernel;
   readonly f32Finish: Kernel;
   readonly f64Finish: Kernel;
+  /** `*Finish` with a multiplication by `scalar` instead of a division. */
+  readonly f32Scale: Kernel;
+  readonly f64Scale: Kernel;
 }
 
 /** Size of a WebAssembly memory page. */
@@ -207,29 +212,38 @@ function bf16Kernel(add: boolean): Code {
   });
 }
 
-function f32FinishKernel(): Code {
-  const quotient = (offset: number): Code => [...get(SRC), ...load(offset), ...get(SPLAT), ...F64X2_DIV, ...F32X4_DEMOTE_F64X2_ZERO];
+/** The float64 operation of a finishing kernel: division by the divisor, or multiplication by its reciprocal. */
+type FinishOp = 'div' | 'mul';
+
+function finishOps(op: FinishOp): { vector: Code; scalar: number } {
+  return op === 'div' ? { vector: F64X2_DIV, scalar: F64_DIV } : { vector: F64X2_MUL, scalar: F64_MUL };
+}
+
+function f32FinishKernel(op: FinishOp): Code {
+  const ops = finishOps(op);
+  const quotient = (offset: number): Code => [...get(SRC), ...load(offset), ...get(SPLAT), ...ops.vector, ...F32X4_DEMOTE_F64X2_ZERO];
   return kernel({
     srcSize: 8,
     dstSize: 4,
     lanes: 4,
     vector: [...get(DST), ...quotient(0), ...quotient(16), ...LOW_HALVES, ...store(0)],
-    scalar: [...get(DST), ...get(SRC), ...F64_LOAD, ...get(SCALAR), F64_DIV, F32_DEMOTE_F64, ...F32_STORE],
+    scalar: [...get(DST), ...get(SRC), ...F64_LOAD, ...get(SCALAR), ops.scalar, F32_DEMOTE_F64, ...F32_STORE],
   });
 }
 
-function f64FinishKernel(): Code {
-  const quotient = (offset: number): Code => [...get(DST), ...get(SRC), ...load(offset), ...get(SPLAT), ...F64X2_DIV, ...store(offset)];
+function f64FinishKernel(op: FinishOp): Code {
+  const ops = finishOps(op);
+  const quotient = (offset: number): Code => [...get(DST), ...get(SRC), ...load(offset), ...get(SPLAT), ...ops.vector, ...store(offset)];
   return kernel({
     srcSize: 8,
     dstSize: 8,
     lanes: 4,
     vector: [...quotient(0), ...quotient(16)],
-    scalar: [...get(DST), ...get(SRC), ...F64_LOAD, ...get(SCALAR), F64_DIV, ...F64_STORE],
+    scalar: [...get(DST), ...get(SRC), ...F64_LOAD, ...get(SCALAR), ops.scalar, ...F64_STORE],
   });
 }
 
-const NAMES = ['f32Set', 'f32Add', 'f64Set', 'f64Add', 'bf16Set', 'bf16Add', 'f32Finish', 'f64Finish'] as const;
+const NAMES = ['f32Set', 'f32Add', 'f64Set', 'f64Add', 'bf16Set', 'bf16Add', 'f32Finish', 'f64Finish', 'f32Scale', 'f64Scale'] as const;
 
 function section(id: number, items: Code[]): Code {
   const body = [...leb(items.length), ...items.flat()];
@@ -242,7 +256,7 @@ function name(s: string): Code {
 
 /** The binary module: one function type, an imported memory `env.memory`, the kernels of {@link NAMES}. */
 export function simdModuleBytes(): Uint8Array {
-  const bodies = [f32Kernel(false), f32Kernel(true), f64Kernel(false), f64Kernel(true), bf16Kernel(false), bf16Kernel(true), f32FinishKernel(), f64FinishKernel()];
+  const bodies = [f32Kernel(false), f32Kernel(true), f64Kernel(false), f64Kernel(true), bf16Kernel(false), bf16Kernel(true), f32FinishKernel('div'), f64FinishKernel('div'), f32FinishKernel('mul'), f64FinishKernel('mul')];
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, [[0x60, 4, I32, I32, I32, F64, 0]]),

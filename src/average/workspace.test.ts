@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { isCkptError } from '../errors.js';
 import { type AveragedDType, accumulate, finish } from './accumulate.js';
 import { createSimd, simdModuleBytes } from './simd.js';
-import { Workspace, readPlacement } from './workspace.js';
+import { Workspace, exactReciprocal, readPlacement } from './workspace.js';
 
 const SIZE: Readonly<Record<AveragedDType, number>> = { F64: 8, F32: 4, F16: 2, BF16: 2 };
 
@@ -56,7 +56,8 @@ const inputCase = fc
     n: fc.integer({ min: 0, max: 70 }),
     k: fc.integer({ min: 1, max: 5 }),
     seed: fc.integer(),
-    weights: fc.array(fc.oneof(fc.double({ min: 1e-3, max: 1e3, noNaN: true }), fc.constant(1)), { minLength: 5, maxLength: 5 }),
+    // Equal weights (1 or 0.5) often sum to a power of two: the divisions become multiplications then.
+    weights: fc.array(fc.oneof(fc.double({ min: 1e-3, max: 1e3, noNaN: true }), fc.constant(1), fc.constant(0.5)), { minLength: 5, maxLength: 5 }),
     offsets: fc.array(fc.nat({ max: 1 << 20 }), { minLength: 1, maxLength: 5 }),
     special: fc.boolean(),
   })
@@ -118,12 +119,68 @@ describe('Workspace kernels', () => {
     assert.deepEqual(inside, x);
   });
 
+  it('divide by a power of two as a multiplication by its reciprocal, with the same bits (property)', () => {
+    const simd = createSimd(4096);
+    assert.ok(simd !== undefined);
+    const mem = simd.memory.buffer;
+    const acc = new Float64Array(mem, 0, 8);
+    const accBits = new Uint32Array(mem, 0, 16);
+    const y32 = new Float32Array(mem, 1024, 8);
+    const y64 = new Float64Array(mem, 2048, 8);
+    fc.assert(
+      fc.property(fc.array(fc.integer(), { minLength: 16, maxLength: 16 }), fc.integer({ min: -1022, max: 1023 }), (words, k) => {
+        accBits.set(words.map((w) => w >>> 0));
+        const d = 2 ** k;
+        simd.kernels.f32Scale(1024, 0, 7, 1 / d);
+        simd.kernels.f64Scale(2048, 0, 7, 1 / d);
+        for (let i = 0; i < 7; i++) {
+          const q = (acc[i] as number) / d;
+          assert.ok(Object.is(y64[i], q) || (Number.isNaN(y64[i]) && Number.isNaN(q)), `f64 ${acc[i]} / 2^${k}`);
+          assert.ok(Object.is(y32[i], Math.fround(q)) || (Number.isNaN(y32[i]) && Number.isNaN(q)), `f32 ${acc[i]} / 2^${k}`);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('output buffers are separate, 16-byte aligned and placed away from the start of a page', () => {
+    const ws = new Workspace({ chunk: 1024, slots: 2, outputs: { count: 2, bytes: 10_000 } });
+    const [a, b] = ws.outputs as [Uint8Array, Uint8Array];
+    assert.equal(ws.outputs.length, 2);
+    for (const o of [a, b]) {
+      assert.equal(o.byteLength, 10_000);
+      assert.equal(o.byteOffset % 4096, 2048);
+    }
+    assert.ok(a.byteOffset + a.byteLength <= b.byteOffset);
+    a.fill(1);
+    assert.ok(b.every((x) => x === 0));
+    // finish writes into an output directly.
+    const v = ws.place(0, 0, 8);
+    v.set(new Uint8Array(new Float32Array([3, -6]).buffer));
+    ws.accumulate(v, 'F32', 1, true);
+    ws.finish(2, 'F32', b.subarray(16, 24));
+    assert.deepEqual([...new Float32Array(b.buffer, b.byteOffset + 16, 2)], [1.5, -3]);
+    assert.deepEqual(new Workspace({ chunk: 8, slots: 1 }).outputs, []);
+  });
+
   it('refuses impossible sizes', () => {
     assert.throws(() => new Workspace({ chunk: 12, slots: 2 }), (e) => isCkptError(e, 'INVALID_ARGUMENT'));
     assert.throws(() => new Workspace({ chunk: 16, slots: 0 }), (e) => isCkptError(e, 'INVALID_ARGUMENT'));
+    assert.throws(() => new Workspace({ chunk: 16, slots: 1, outputs: { count: 2, bytes: -1 } }), (e) => isCkptError(e, 'INVALID_ARGUMENT'));
+    assert.throws(() => new Workspace({ chunk: 16, slots: 1, outputs: { count: 1.5, bytes: 8 } }), (e) => isCkptError(e, 'INVALID_ARGUMENT'));
     const ws = new Workspace({ chunk: 16, slots: 2 });
     assert.throws(() => ws.place(2, 0, 8), (e) => isCkptError(e, 'INVALID_ARGUMENT'));
     assert.throws(() => ws.place(0, 0, 24), (e) => isCkptError(e, 'INVALID_ARGUMENT'));
+  });
+});
+
+describe('exactReciprocal', () => {
+  it('is true exactly for the powers of two with a finite reciprocal', () => {
+    for (let k = -1022; k <= 1023; k++) assert.ok(exactReciprocal(2 ** k), `2^${k}`);
+    for (const d of [3, 6, 1.5, 0, -0, Infinity, -Infinity, NaN, 2 ** -1074, 2 ** -1023, Number.MAX_VALUE, 1 + Number.EPSILON]) {
+      assert.equal(exactReciprocal(d), false, String(d));
+    }
+    assert.ok(exactReciprocal(-8));
   });
 });
 

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { allocReadBuffer } from '../buffers.js';
 import { CkptError } from '../errors.js';
 import { type AveragedDType, accumulate, finish } from './accumulate.js';
 import { type SimdKernels, createSimd } from './simd.js';
@@ -37,6 +38,35 @@ export interface WorkspaceOptions {
   readonly slots: number;
   /** Use the WebAssembly SIMD kernels where available. @default true */
   readonly simd?: boolean;
+  /** Buffers that finished tensors are written into ({@link Workspace.outputs}): how many, of what size. */
+  readonly outputs?: { readonly count: number; readonly bytes: number };
+}
+
+/**
+ * Largest total of output buffers placed inside the kernels' WebAssembly memory (whose size is limited
+ * to 4 GiB); larger ones are separate allocations that finished chunks are copied into.
+ */
+const MAX_SHARED_OUTPUT = 1024 * 1024 * 1024;
+
+/** Where in its page the output starts: away from the slow start-of-page zone, as `allocReadBuffer` does. */
+const OUTPUT_SKEW = 2048;
+
+const bits = new DataView(new ArrayBuffer(8));
+
+/**
+ * True when `d` is a power of two whose reciprocal is a finite non-zero float64: then `x · (1/d)` is
+ * exactly `x / d` for every `x` (both are the correctly rounded value of the same real number).
+ *
+ * @example
+ * ```ts
+ * exactReciprocal(8); // true
+ * exactReciprocal(6); // false
+ * ```
+ */
+export function exactReciprocal(d: number): boolean {
+  bits.setFloat64(0, d);
+  const exponent = (bits.getUint32(0) >>> 20) & 0x7ff;
+  return (bits.getUint32(0) & 0xfffff) === 0 && bits.getUint32(4) === 0 && exponent !== 0 && exponent !== 0x7ff;
 }
 
 /** Which kernels a {@link Workspace} runs. */
@@ -65,18 +95,28 @@ export class Workspace {
   private readonly acc: Float64Array;
   private readonly staging: Uint8Array;
   private readonly simd: SimdKernels | undefined;
+  /**
+   * The output buffers for finished tensors: inside the kernels' memory when they fit there (then
+   * `finish` writes into them directly), placed for fast copies either way.
+   */
+  readonly outputs: readonly Uint8Array[];
 
   constructor(options: WorkspaceOptions) {
     const { chunk, slots } = options;
-    if (!Number.isSafeInteger(chunk) || chunk <= 0 || chunk % 8 !== 0 || !Number.isSafeInteger(slots) || slots < 1) {
-      throw new CkptError('INVALID_ARGUMENT', `workspace: chunk must be a positive multiple of 8 and slots a positive integer (got ${chunk}, ${slots})`, {});
+    const { count: outputCount, bytes: outputBytes } = options.outputs ?? { count: 0, bytes: 0 };
+    const sizes = [chunk, slots, outputCount, outputBytes];
+    if (!sizes.every(Number.isSafeInteger) || chunk <= 0 || chunk % 8 !== 0 || slots < 1 || outputCount < 0 || outputBytes < 0) {
+      throw new CkptError('INVALID_ARGUMENT', `workspace: chunk must be a positive multiple of 8, slots a positive integer, outputs a count and a size (got ${sizes.join(', ')})`, {});
     }
     this.chunk = chunk;
     const slotBytes = roundUp(chunk + PAGE, PAGE);
     // Accumulator for the elements of one chunk of the narrowest averaged dtype (2 bytes).
     const accBytes = roundUp((chunk / 2) * 8, PAGE);
     const stagingBytes = roundUp(chunk, PAGE);
-    const total = slots * slotBytes + accBytes + stagingBytes;
+    const outputStride = roundUp(outputBytes + OUTPUT_SKEW, PAGE);
+    const inside = outputCount * outputStride <= MAX_SHARED_OUTPUT;
+    const outputAt = slots * slotBytes + accBytes + stagingBytes;
+    const total = outputAt + (inside ? outputCount * outputStride : 0);
     const wasm = options.simd === false ? undefined : createSimd(total);
     this.kind = wasm === undefined ? 'js' : 'wasm-simd';
     this.simd = wasm?.kernels;
@@ -86,6 +126,9 @@ export class Workspace {
     this.slotOffsets = Array.from({ length: slots }, (_, k) => k * slotBytes);
     this.acc = new Float64Array(this.buffer, slots * slotBytes, chunk / 2);
     this.staging = new Uint8Array(this.buffer, slots * slotBytes + accBytes, chunk);
+    this.outputs = Array.from({ length: outputCount }, (_, k) =>
+      inside ? new Uint8Array(this.buffer, outputAt + k * outputStride + OUTPUT_SKEW, outputBytes) : allocReadBuffer(outputBytes),
+    );
   }
 
   /** Number of read slots. */
@@ -131,13 +174,15 @@ export class Workspace {
       finish(this.acc, divisor, dtype, out);
       return;
     }
-    const kernel = dtype === 'F32' ? kernels.f32Finish : kernels.f64Finish;
+    const scale = exactReciprocal(divisor);
+    const kernel = dtype === 'F32' ? (scale ? kernels.f32Scale : kernels.f32Finish) : scale ? kernels.f64Scale : kernels.f64Finish;
+    const scalar = scale ? 1 / divisor : divisor;
     const n = out.byteLength / ELEMENT_BYTES[dtype];
     if (out.buffer === this.buffer) {
-      kernel(out.byteOffset, this.acc.byteOffset, n, divisor);
+      kernel(out.byteOffset, this.acc.byteOffset, n, scalar);
       return;
     }
-    kernel(this.staging.byteOffset, this.acc.byteOffset, n, divisor);
+    kernel(this.staging.byteOffset, this.acc.byteOffset, n, scalar);
     out.set(this.staging.subarray(0, out.byteLength));
   }
 }

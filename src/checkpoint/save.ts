@@ -60,13 +60,20 @@ export interface TensorSpec {
  *
  * Call order: `read(0)`, `read(1)`, … exactly once each, in order (a sharded group goes through the
  * shards in order); each call starts only after the bytes returned by the previous one were written, so
- * a source may return the same buffer every time. Then `end()`, once, after the group's last file is
- * closed and before the checkpoint is committed; a rejection of `read` or `end` aborts the save (and
- * removes its partial files).
+ * a source may return the same buffer every time (unless it sets {@link TensorStream.alternating}).
+ * Then `end()`, once, after the group's last file is closed and before the checkpoint is committed; a
+ * rejection of `read` or `end` aborts the save (and removes its partial files).
  */
 export interface TensorStream {
   /** The tensors, in the order they are written. */
   readonly specs: readonly TensorSpec[];
+  /**
+   * With `true`, the bytes returned by `read(i)` stay unchanged until `read(i + 2)` is called (the source
+   * alternates between two buffers, or returns fresh ones), and `read(i + 1)` is called while they are
+   * still being written: producing a tensor overlaps writing the previous one. `read(i + 2)` is called
+   * only after the bytes of `read(i)` were written. @default false
+   */
+  readonly alternating?: boolean;
   /** The bytes of `specs[index]`: exactly dtype size × elements long, little-endian. */
   read(index: number): Promise<Uint8Array>;
   /** Called once after the last tensor was written (also for a group without tensors). */
@@ -309,11 +316,18 @@ class HashingSink {
   }
 }
 
+/**
+ * Writes `chunks` to a new file at `key`, hashing them. With `overlap` (async chunks only) the next chunk
+ * is produced while the previous one is still being written: a chunk's bytes must then stay unchanged
+ * until the chunk after the next is requested; each write is issued only after the previous one ended,
+ * so writes stay in file order.
+ */
 async function writeFile(
   backend: Backend,
   key: string,
   chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
   opts: ResolvedSaveOptions,
+  overlap = false,
 ): Promise<ManifestFile> {
   let writer: ObjectWriter | undefined;
   let sink: HashingSink | undefined;
@@ -326,6 +340,21 @@ async function writeFile(
         const wait = sink.write(c);
         if (wait !== undefined) await wait;
       }
+    } else if (overlap) {
+      let pending: Promise<void> | undefined;
+      try {
+        for await (const c of chunks) {
+          if (pending !== undefined) await pending;
+          pending = sink.write(c);
+          // Awaited before the next write or below; this only keeps a failure from being reported as
+          // unhandled while the next chunk is produced.
+          pending?.catch(() => undefined);
+        }
+      } finally {
+        // The last write, or the one in flight when producing a chunk failed.
+        await pending?.catch(() => undefined);
+      }
+      await pending;
     } else {
       for await (const c of chunks) await sink.write(c);
     }
@@ -487,7 +516,7 @@ export async function writeCheckpoint(
         names = shardFileNames(group, ranges.length);
         for (let i = 0; i < ranges.length; i++) {
           const [first, count] = ranges[i] as [number, number];
-          files.push(await writeFile(backend, childKey(dir, names[i] as string), streamChunks(source, first, count, meta), opts));
+          files.push(await writeFile(backend, childKey(dir, names[i] as string), streamChunks(source, first, count, meta), opts, source.alternating === true));
         }
         shardNames = ranges.map(([first, count]) => source.specs.slice(first, first + count).map((t) => t.name));
         if (source.end !== undefined) await source.end();
