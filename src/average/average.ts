@@ -342,7 +342,8 @@ function listProblems(problems: readonly string[]): string {
  * size, ~40% of the time to hash and accumulate a MiB here; 4 MiB reads were measurably faster than 1
  * and 2 MiB ones, 8 MiB no faster (BENCHMARKS.md, averaging).
  */
-const CHUNK = 4 * 1024 * 1024;
+export const AVERAGE_READ_BYTES = 4 * 1024 * 1024;
+const CHUNK = AVERAGE_READ_BYTES;
 /** Reads kept in flight while the bytes of the previous one are hashed and accumulated. */
 const READ_AHEAD = 2;
 /** Read slots of the workspace: the ones in flight and the one in use. */
