@@ -163,6 +163,22 @@ describe('Workspace kernels', () => {
     assert.deepEqual(new Workspace({ chunk: 8, slots: 1 }).outputs, []);
   });
 
+  it('outputs too large for the kernels\' memory are separate buffers that finish copies into', () => {
+    // 2 × 600 MiB: over the 1 GiB kept inside; untouched pages cost address space only.
+    const ws = new Workspace({ chunk: 64, slots: 1, outputs: { count: 2, bytes: 600 * 1024 * 1024 } });
+    assert.equal(ws.kind, 'wasm-simd');
+    const slot = ws.place(0, 0, 8);
+    for (const o of ws.outputs) {
+      assert.notEqual(o.buffer, slot.buffer);
+      assert.equal(o.byteLength, 600 * 1024 * 1024);
+    }
+    slot.set(new Uint8Array(new Float32Array([5, 7]).buffer));
+    ws.accumulate(slot, 'F32', 1, true);
+    const out = (ws.outputs[1] as Uint8Array).subarray(1024, 1032);
+    ws.finish(4, 'F32', out);
+    assert.deepEqual([...new Float32Array(out.buffer, out.byteOffset, 2)], [1.25, 1.75]);
+  });
+
   it('refuses impossible sizes', () => {
     assert.throws(() => new Workspace({ chunk: 12, slots: 2 }), (e) => isCkptError(e, 'INVALID_ARGUMENT'));
     assert.throws(() => new Workspace({ chunk: 16, slots: 0 }), (e) => isCkptError(e, 'INVALID_ARGUMENT'));
