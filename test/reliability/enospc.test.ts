@@ -12,16 +12,21 @@
  *    machine does not allow mounting): a save that does not fit fails with NO_SPACE, leaves nothing
  *    behind and frees its space; after space is freed the same manager saves again; opening a run on a
  *    full disk fails cleanly; a background save on a full disk surfaces its error and later saves work.
+ * 3. Checkpoint averaging under the same faults, at every operation including the reads of its inputs:
+ *    a typed error, the run untouched, the output either absent or complete (and, when it replaces an
+ *    earlier average, the earlier one never lost), and the same average succeeds once the disk works.
  */
 import assert from 'node:assert/strict';
-import { cp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
+import { cp, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { verify } from '../../src/checkpoint/api.js';
+import { averageCheckpoints } from '../../src/average/average.js';
+import { load, verify } from '../../src/checkpoint/api.js';
 import { type CheckpointManager, type ManagerOptions, openManager } from '../../src/checkpoint/manager.js';
 import type { TrainState } from '../../src/checkpoint/types.js';
 import { isCkptError } from '../../src/errors.js';
-import { faultyBackend } from '../../src/storage/faulty.js';
+import { MUTATING_OPERATIONS, faultyBackend } from '../../src/storage/faulty.js';
 import { fsBackend } from '../../src/storage/fs.js';
 import { tensor } from '../../src/tensor/tensor.js';
 import { randomF32, tmpDir, tmpfsTests } from '../helpers.js';
@@ -223,4 +228,114 @@ describe('a real full file system (4 MiB tmpfs)', () => {
     assert.deepEqual(await committed(run, 'after freeing'), [3, 4]);
     assert.deepEqual((await readdir(run)).filter((n) => n.startsWith('.')), []);
   });
+});
+
+describe('faults injected at every operation of an averaging (fs backend)', () => {
+  // Tensors of 320 KB: large enough to be written straight from the averaging's output buffers while
+  // the next one is produced (smaller ones are copied into the save's staging buffers).
+  const averaged = (step: number): TrainState => {
+    const s = state(step, 80_000);
+    return { ...s, tensors: { ...s.tensors, model: new Map([...(s.tensors.model ?? []), ['c', randomF32([80_000], step + 4)]]) } };
+  };
+  const OPS = [...MUTATING_OPERATIONS, 'read', 'readRange', 'size'] as const;
+
+  /** Size and modification time of every file of the step directories of `run`. */
+  const fingerprint = async (run: string): Promise<string[]> => {
+    const out: string[] = [];
+    for (const d of (await readdir(run)).filter((n) => n.startsWith('step-')).sort()) {
+      for (const f of (await readdir(join(run, d))).sort()) {
+        const st = await stat(join(run, d, f));
+        out.push(`${d}/${f} ${st.size} ${st.mtimeMs}`);
+      }
+    }
+    return out;
+  };
+
+  /** A digest of every tensor of the checkpoint at `dir`, verified, by group and name. */
+  const contents = async (dir: string): Promise<string[]> => {
+    const ck = await load(dir);
+    return Object.entries(ck.tensors).flatMap(([g, m]) => [...m].map(([n, t]) => `${g}/${n}:${createHash('sha256').update(t.data).digest('hex')}`));
+  };
+
+  for (const [errno, overwrite] of [
+    ['ENOSPC', false],
+    ['EIO', false],
+    ['EIO', true],
+  ] as const) {
+    it(`${errno}${overwrite ? ', replacing an earlier average' : ''}: clear error, run untouched, output whole or absent, then it succeeds`, async () => {
+      const run = await tmpDir('ckpt-rel-avg-faults-');
+      const m = await openManager(run, { sync: false });
+      for (const step of [1, 2, 3]) await m.save(averaged(step));
+      await m.close();
+      const options = { select: { last: 3 }, sync: false, shardBytes: 700_000, groups: ['model', 'ema'] };
+      const out = join(run, 'avg');
+      // The expected average, and the earlier one that an overwrite replaces.
+      await averageCheckpoints(run, { ...options, out });
+      const expected = await contents(out);
+      const earlier = overwrite ? await contents(out) : [];
+      if (overwrite) await averageCheckpoints(run, { ...options, out, select: { last: 2 }, overwrite: true });
+      const before = overwrite ? await contents(out) : [];
+      if (!overwrite) await rm(out, { recursive: true });
+      assert.ok(!overwrite || before.join() !== earlier.join(), 'the earlier average differs from the new one');
+
+      const probe = faultyBackend(fsBackend(run), { operations: OPS });
+      await averageCheckpoints({ backend: probe }, { ...options, overwrite });
+      const operations = new Set(probe.events.map((e) => e.operation));
+      for (const op of ['readRange', 'writer', 'write', 'close', 'rename']) assert.ok(operations.has(op as (typeof OPS)[number]), `averaging does ${op}`);
+      if (overwrite) await averageCheckpoints(run, { ...options, out, select: { last: 2 }, overwrite: true });
+      else await rm(out, { recursive: true });
+
+      assert.deepEqual(await committed(run, 'before the faults'), [1, 2, 3]);
+      const untouched = await fingerprint(run);
+      const outcomes = new Map<string, number>();
+      for (let k = 0; k < probe.count; k++) {
+        const event = probe.events[k];
+        if (errno === 'ENOSPC' && !(MUTATING_OPERATIONS as readonly string[]).includes(event?.operation ?? '')) continue;
+        // A read that fails once or for good fails the averaging alike; writes are retried by nothing
+        // either, but a sticky fault also hits the clean-up, which matters.
+        const mutating = (MUTATING_OPERATIONS as readonly string[]).includes(event?.operation ?? '');
+        for (const sticky of mutating ? [false, true] : [false]) {
+          const at = `${errno}${sticky ? ' (sticky)' : ''} at operation ${k} (${event?.operation} ${event?.key})`;
+          const faulty = faultyBackend(fsBackend(run), { operations: OPS, failAt: k, errno, sticky });
+          let error: unknown;
+          try {
+            await averageCheckpoints({ backend: faulty }, { ...options, overwrite });
+          } catch (e) {
+            error = e;
+          }
+          assert.ok(error !== undefined || faulty.failures === 0, `${at}: the fault was reported`);
+          if (error !== undefined) {
+            assert.ok(isCkptError(error, errno === 'ENOSPC' ? 'NO_SPACE' : 'IO_ERROR'), `${at}: ${String(error)}`);
+            assert.ok(error.path?.startsWith(run), `${at}: the error names where: ${error.message}`);
+            const key = `${event?.operation}: ${error.code}`;
+            outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+          }
+          // The run's checkpoints are untouched (every file's size and modification time as before).
+          assert.deepEqual(await fingerprint(run), untouched, `${at}: the run's checkpoints are untouched`);
+          // The output: complete (the new or, when replacing, the earlier average) or absent; an earlier
+          // average that a failed replacement moved aside is still there, whole.
+          const names = await readdir(run);
+          const replaced = names.filter((n) => n.startsWith('avg.replaced-'));
+          if (names.includes('avg')) {
+            const now = await contents(out);
+            assert.ok(now.join() === expected.join() || (overwrite && now.join() === before.join()), `${at}: the output is one whole average`);
+          } else {
+            assert.ok(!overwrite || replaced.length === 1, `${at}: the earlier average is kept aside (${names.join(', ')})`);
+          }
+          if (overwrite && !names.includes('avg')) assert.deepEqual(await contents(join(run, replaced[0] as string)), before, `${at}: the earlier average, whole`);
+          // The disk works again: the same average succeeds and gives the expected bytes.
+          await averageCheckpoints(run, { ...options, out, overwrite: true });
+          assert.deepEqual(await contents(out), expected, `${at}: the retried average`);
+          // Back to the state before the fault for the next case.
+          for (const n of await readdir(run)) {
+            if (n === 'avg' || n.startsWith('avg.replaced-') || n.startsWith('.')) await rm(join(run, n), { recursive: true });
+          }
+          if (overwrite) await averageCheckpoints(run, { ...options, out, select: { last: 2 } });
+        }
+      }
+      assert.deepEqual(await committed(run, 'after the faults'), [1, 2, 3]);
+      console.log(`# averaging faults ${errno}${overwrite ? ' (overwrite)' : ''}: ${probe.count} operations, outcomes ${JSON.stringify(Object.fromEntries(outcomes))}`);
+      await rm(run, { recursive: true });
+    });
+  }
 });
