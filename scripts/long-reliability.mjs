@@ -7,7 +7,7 @@
 //   node scripts/long-reliability.mjs crash hostile                    # only the named suites
 //   CKPT_LONG_KILLS=5000 node scripts/long-reliability.mjs crash       # override a size
 //
-// Sizes (defaults): CKPT_LONG_KILLS 2000 SIGKILLs; CKPT_LONG_FUZZ_RUNS 60000 runs per hostile-input
+// Sizes (defaults): CKPT_LONG_KILLS 2000 SIGKILLs of saves, CKPT_LONG_AVERAGE_KILLS 500 of averaging; CKPT_LONG_FUZZ_RUNS 60000 runs per hostile-input
 // property (about 330,000 cases); CKPT_LONG_FORMAT_FUZZ_RUNS 20000 runs per property of the
 // safetensors / JSON reader fuzz tests of src/format; CKPT_LONG_CORRUPTION_TRIALS 150 (about 3,500
 // damaged checkpoints); CKPT_LONG_LOCK_ROUNDS 200 writer races; CKPT_LONG_READER_MS 60000 of reading
@@ -19,7 +19,11 @@ import { existsSync } from 'node:fs';
 const env = (name, fallback) => process.env[name] ?? String(fallback);
 
 const suites = [
-  { name: 'crash', files: ['.build/test/reliability/crash.test.js'], env: { CKPT_CRASH_KILLS: env('CKPT_LONG_KILLS', 2000) } },
+  {
+    name: 'crash',
+    files: ['.build/test/reliability/crash.test.js'],
+    env: { CKPT_CRASH_KILLS: env('CKPT_LONG_KILLS', 2000), CKPT_CRASH_AVERAGE_KILLS: env('CKPT_LONG_AVERAGE_KILLS', 500) },
+  },
   { name: 'corruption', files: ['.build/test/reliability/corruption.test.js'], env: { CKPT_CORRUPTION_TRIALS: env('CKPT_LONG_CORRUPTION_TRIALS', 150) } },
   { name: 'hostile', files: ['.build/test/reliability/hostile.test.js'], env: { CKPT_FUZZ_RUNS: env('CKPT_LONG_FUZZ_RUNS', 60000) } },
   {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, readdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { type AverageOptions, type AverageResult, averageCheckpoints } from '../src/average/average.js';
@@ -302,6 +302,25 @@ describe('averageCheckpoints on the filesystem', () => {
     assert.deepEqual(r.steps, [300]);
     assert.deepEqual(values((await load(join(dir, 'avg'))).tensors.model?.get('w')), [7, 8, 9]);
     assert.deepEqual((await readdir(dir)).sort(), ['avg', 'step-00000100', 'step-00000200', 'step-00000300']);
+  });
+
+  it('finishes a replacement a crash interrupted: the output moved aside comes back, a stale one goes', async () => {
+    const dir = await makeRun();
+    await average(dir);
+    const w = async (): Promise<number[]> => values((await load(join(dir, 'avg'))).tensors.model?.get('w'));
+    // Killed between the two renames of a replacement: the last output is only beside its place.
+    await rename(join(dir, 'avg'), join(dir, 'avg.replaced-0123abcd'));
+    await rejectsWith(average(dir, { select: { last: 1 } }), 'ALREADY_EXISTS', join(dir, 'avg'));
+    assert.deepEqual(await w(), [4, 5, 6], 'the moved-aside output is back');
+    assert.ok(!(await readdir(dir)).some((n) => n.includes('.replaced-')));
+    // Killed after the second rename: the replaced output is left beside the new one.
+    await cp(join(dir, 'avg'), join(dir, 'avg.replaced-89abcdef'), { recursive: true });
+    // Not ours to touch: other names, and files.
+    await mkdir(join(dir, 'avg.replaced-mine'));
+    await writeFile(join(dir, 'avg.replaced-0000aaaa'), 'a file');
+    await average(dir, { select: { last: 1 }, overwrite: true });
+    assert.deepEqual(await w(), [7, 8, 9]);
+    assert.deepEqual((await readdir(dir)).filter((n) => n.includes('.replaced-')).sort(), ['avg.replaced-0000aaaa', 'avg.replaced-mine']);
   });
 
   it('ignores invalid checkpoints (and reports them); an explicit invalid step is its error', async () => {

@@ -667,7 +667,8 @@ function parentAndBase(key: string): { parent: string; base: string } {
  * Writes `state` at `key`, replacing a committed checkpoint there. With atomic rename the new checkpoint
  * is committed under a temp name first, then the old one is renamed to `<name>.replaced-<id>` (neither a
  * temp name that a manager would clean up nor a step name it would list, so a crash between the two
- * renames loses nothing), the new one takes its place, and the old one is deleted.
+ * renames loses nothing, and the next averaging into `key` renames it back: {@link recoverReplaced}),
+ * the new one takes its place, and the old one is deleted.
  */
 async function replaceCheckpoint(
   backend: Backend,
@@ -705,6 +706,32 @@ async function replaceCheckpoint(
     throw ioError(e, 'replacing', backend.describe(key));
   }
   return manifest;
+}
+
+/**
+ * Finishes a replacement of the checkpoint at `key` that a crash interrupted (see
+ * {@link replaceCheckpoint}). Between its two renames the last committed output is only at
+ * `<name>.replaced-<id>`: it is renamed back to `key`. After the second rename, one left there is the
+ * replaced checkpoint that was not deleted yet: it is deleted. Nothing to do without atomic rename.
+ */
+async function recoverReplaced(backend: Backend, key: string, sync: boolean): Promise<void> {
+  if (!backend.capabilities.atomicRename || backend.rename === undefined) return;
+  const { parent, base } = parentAndBase(key);
+  const name = `${base}.replaced-`;
+  const aside = (await backend.list(parent))
+    .filter((n) => n.startsWith(name) && /^[0-9a-f]{8}\/$/.test(n.slice(name.length)))
+    .map((n) => childKey(parent, n.slice(0, -1)));
+  let exists = await backend.exists(childKey(key, 'manifest.json'));
+  for (const old of aside) {
+    // A renamed checkpoint directory is complete: its manifest is written last.
+    if (!exists && (await backend.exists(childKey(old, 'manifest.json')))) {
+      await backend.rename(old, key);
+      if (sync) await backend.syncDir(parent);
+      exists = true;
+    } else {
+      await backend.delete(`${old}/`);
+    }
+  }
 }
 
 /**
@@ -784,6 +811,11 @@ export async function averageCheckpoints(run: Location, options: AverageOptions 
     if (outWhere === where || outWhere.startsWith(`${where}/`)) {
       throw new CkptError('INVALID_ARGUMENT', `the output ${outWhere} would replace or go inside checkpoint ${c.name} of the run`, { path: outWhere });
     }
+  }
+  try {
+    await recoverReplaced(out.backend, out.key, opts.sync);
+  } catch (e) {
+    throw ioError(e, 'recovering an interrupted replacement of', outWhere);
   }
   const exists = await out.backend.exists(childKey(out.key, 'manifest.json'));
   if (exists && !opts.overwrite) {

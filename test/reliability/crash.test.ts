@@ -10,23 +10,33 @@
  * - retention never left the run without a valid checkpoint;
  * - after a writer opens the run, no debris is left (no `.tmp-*` directory, no partial file).
  *
+ * A second test kills a process that averages the run's checkpoints over and over, replacing its output
+ * (test/children/crash-averager.ts): the run is never changed, the output is always one whole average
+ * (or, killed between the two renames of a replacement, the previous one moved aside, which the next
+ * averaging puts back), and the next averaging leaves nothing of the killed ones behind.
+ *
  * CKPT_CRASH_KILLS (default 200) sets the number of kills; scripts/long-reliability.mjs runs 2000+.
+ * CKPT_CRASH_AVERAGE_KILLS (default 30) those of the averaging process.
  * CKPT_SEED replays a run. One kill in four uses sync: false (fast, and a SIGKILL loses no page cache)
  * and one in four background saves; the rest are the default, fsynced foreground saves.
  */
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { verify } from '../../src/checkpoint/api.js';
+import { averageCheckpoints } from '../../src/average/average.js';
+import { load, verify } from '../../src/checkpoint/api.js';
 import { openManager } from '../../src/checkpoint/manager.js';
 import { expectStepContent } from '../children/crash-state.js';
-import { tmpDir } from '../helpers.js';
+import { randomF32, tmpDir } from '../helpers.js';
 import { childScript, prng, sleep, startChild, suiteSeed } from './procs.js';
 
 const KILLS = Number(process.env.CKPT_CRASH_KILLS ?? 200);
 const LARGE_BYTES = Number(process.env.CKPT_CRASH_BYTES ?? 768 * 1024);
 const saver = childScript('crash-saver');
+const AVERAGE_KILLS = Number(process.env.CKPT_CRASH_AVERAGE_KILLS ?? 30);
+const averager = childScript('crash-averager');
 
 /** Entries a writer must have removed when it opened: temp directories and partial files. */
 function debris(entries: readonly string[]): string[] {
@@ -103,5 +113,76 @@ describe('crash consistency under SIGKILL', () => {
     const entries = await readdir(dir);
     assert.ok(entries.every((n) => /^step-\d{8}$/.test(n)), `only checkpoints remain: ${entries.join(', ')}`);
     console.log(`# crash: ${JSON.stringify({ seed, ...stats, latest, dir: join(dir) })}`);
+  });
+});
+
+describe('crash consistency of averaging under SIGKILL', () => {
+  const seed = suiteSeed();
+
+  /** Size and modification time of every file of the step directories of `run`. */
+  const fingerprint = async (run: string): Promise<string[]> => {
+    const out: string[] = [];
+    for (const d of (await readdir(run)).filter((n) => n.startsWith('step-')).sort()) {
+      for (const f of (await readdir(join(run, d))).sort()) {
+        const st = await stat(join(run, d, f));
+        out.push(`${d}/${f} ${st.size} ${st.mtimeMs}`);
+      }
+    }
+    return out;
+  };
+
+  /** A digest of every tensor of the checkpoint at `dir`, loaded and verified. */
+  const contents = async (dir: string): Promise<string[]> => {
+    const ck = await load(dir);
+    return Object.entries(ck.tensors).flatMap(([g, m]) => [...m].map(([n, t]) => `${g}/${n}:${createHash('sha256').update(t.data).digest('hex')}`));
+  };
+
+  it(`${AVERAGE_KILLS} kills at random moments of an averaging loop (seed ${seed})`, { timeout: Math.max(300_000, AVERAGE_KILLS * 5_000) }, async () => {
+    const random = prng(seed);
+    const run = await tmpDir('ckpt-rel-crash-avg-');
+    const m = await openManager(run, { sync: false });
+    for (const step of [1, 2, 3]) {
+      const big = (seedOf: number): ReturnType<typeof randomF32> => randomF32([LARGE_BYTES / 4], step * 10 + seedOf);
+      await m.save({ step, tensors: { model: new Map([['a', big(1)], ['b', big(2)]]), optimizer: new Map([['a/m', big(3)]]) } });
+    }
+    await m.close();
+    const expected = await contents((await averageCheckpoints(run, { select: { last: 3 }, out: `${run}-expected`, sync: false, groups: ['model', 'optimizer'] })).location);
+    const untouched = await fingerprint(run);
+    const stats = { kills: 0, beforeFirst: 0, whole: 0, movedAside: 0, staleAside: 0, tempDirsSeen: 0 };
+    let completed = false;
+    for (let k = 0; k < AVERAGE_KILLS; k++) {
+      const child = startChild(averager, [run, k % 2 === 0 ? '1' : '0']);
+      if (completed || random() < 0.5) await sleep(random() * 400);
+      else await child.waitFor(/^averaged \d+$/).then(() => sleep(random() * 150));
+      child.process.kill('SIGKILL');
+      const { signal, code } = await child.exit;
+      assert.ok(signal === 'SIGKILL', `kill ${k}: the child died by itself (code ${code}): ${child.stderr().slice(-2000)}`);
+      stats.kills++;
+      completed ||= child.lines.some((l) => l.startsWith('averaged'));
+      assert.deepEqual(await fingerprint(run), untouched, `kill ${k}: the run's checkpoints are untouched`);
+      const names = await readdir(run);
+      const aside = names.filter((n) => n.startsWith('avg.replaced-'));
+      stats.tempDirsSeen += names.filter((n) => n.startsWith('.tmp-')).length;
+      assert.ok(aside.length <= 1, `kill ${k}: at most one output moved aside (${names.join(', ')})`);
+      if (names.includes('avg')) {
+        assert.deepEqual(await contents(join(run, 'avg')), expected, `kill ${k}: the output is one whole average`);
+        stats.whole++;
+        if (aside.length > 0) stats.staleAside++;
+      } else if (aside.length > 0) {
+        stats.movedAside++;
+      } else {
+        assert.ok(!completed, `kill ${k}: an averaging completed before, its output is lost (${names.join(', ')})`);
+        stats.beforeFirst++;
+      }
+      for (const a of aside) assert.deepEqual(await contents(join(run, a)), expected, `kill ${k}: ${a} is one whole average`);
+    }
+    // The next averaging finishes whatever was interrupted; a writer's open removes the temp directories.
+    await averageCheckpoints(run, { select: { last: 3 }, overwrite: true, sync: false, groups: ['model', 'optimizer'] });
+    assert.deepEqual(await contents(join(run, 'avg')), expected);
+    const writer = await openManager(run, { sync: false });
+    await writer.close();
+    assert.deepEqual((await readdir(run)).sort(), ['avg', 'step-00000001', 'step-00000002', 'step-00000003'], 'nothing else is left');
+    assert.deepEqual(await fingerprint(run), untouched);
+    console.log(`# crash averaging: ${JSON.stringify({ seed, ...stats })}`);
   });
 });
