@@ -1,10 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { execFileSync } from 'node:child_process';
 import { type Tensor, type TensorMap, tensor } from '../src/tensor/tensor.js';
 import type { TrainState } from '../src/checkpoint/types.js';
+import { load } from '../src/checkpoint/api.js';
 
 /** A fresh temporary directory, removed after the test file. */
 export async function tmpDir(prefix = 'ckpt-test-'): Promise<string> {
@@ -114,4 +116,25 @@ export function tmpfsTests(size: string, prefix: string): {
     });
   };
   return { onTmpfs, mountPoint: () => mountPoint };
+}
+
+/**
+ * Size and modification time of every file of the step directories of the run at `run`: equal before
+ * and after an operation that only reads the run (averaging) when it changed nothing there.
+ */
+export async function stepFilesFingerprint(run: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of (await readdir(run)).filter((n) => n.startsWith('step-')).sort()) {
+    for (const f of (await readdir(join(run, d))).sort()) {
+      const st = await stat(join(run, d, f));
+      out.push(`${d}/${f} ${st.size} ${st.mtimeMs}`);
+    }
+  }
+  return out;
+}
+
+/** `group/name:sha256` of every tensor of the checkpoint at `dir`, loaded (and so verified). */
+export async function tensorDigests(dir: string): Promise<string[]> {
+  const ck = await load(dir);
+  return Object.entries(ck.tensors).flatMap(([g, m]) => [...m].map(([n, t]) => `${g}/${n}:${createHash('sha256').update(t.data).digest('hex')}`));
 }

@@ -21,15 +21,14 @@
  * and one in four background saves; the rest are the default, fsynced foreground saves.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { readdir, stat } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { averageCheckpoints } from '../../src/average/average.js';
-import { load, verify } from '../../src/checkpoint/api.js';
+import { verify } from '../../src/checkpoint/api.js';
 import { openManager } from '../../src/checkpoint/manager.js';
 import { expectStepContent } from '../children/crash-state.js';
-import { randomF32, tmpDir } from '../helpers.js';
+import { randomF32, stepFilesFingerprint, tensorDigests, tmpDir } from '../helpers.js';
 import { childScript, prng, sleep, startChild, suiteSeed } from './procs.js';
 
 const KILLS = Number(process.env.CKPT_CRASH_KILLS ?? 200);
@@ -119,23 +118,7 @@ describe('crash consistency under SIGKILL', () => {
 describe('crash consistency of averaging under SIGKILL', () => {
   const seed = suiteSeed();
 
-  /** Size and modification time of every file of the step directories of `run`. */
-  const fingerprint = async (run: string): Promise<string[]> => {
-    const out: string[] = [];
-    for (const d of (await readdir(run)).filter((n) => n.startsWith('step-')).sort()) {
-      for (const f of (await readdir(join(run, d))).sort()) {
-        const st = await stat(join(run, d, f));
-        out.push(`${d}/${f} ${st.size} ${st.mtimeMs}`);
-      }
-    }
-    return out;
-  };
 
-  /** A digest of every tensor of the checkpoint at `dir`, loaded and verified. */
-  const contents = async (dir: string): Promise<string[]> => {
-    const ck = await load(dir);
-    return Object.entries(ck.tensors).flatMap(([g, m]) => [...m].map(([n, t]) => `${g}/${n}:${createHash('sha256').update(t.data).digest('hex')}`));
-  };
 
   it(`${AVERAGE_KILLS} kills at random moments of an averaging loop (seed ${seed})`, { timeout: Math.max(300_000, AVERAGE_KILLS * 5_000) }, async () => {
     const random = prng(seed);
@@ -146,8 +129,8 @@ describe('crash consistency of averaging under SIGKILL', () => {
       await m.save({ step, tensors: { model: new Map([['a', big(1)], ['b', big(2)]]), optimizer: new Map([['a/m', big(3)]]) } });
     }
     await m.close();
-    const expected = await contents((await averageCheckpoints(run, { select: { last: 3 }, out: `${run}-expected`, sync: false, groups: ['model', 'optimizer'] })).location);
-    const untouched = await fingerprint(run);
+    const expected = await tensorDigests((await averageCheckpoints(run, { select: { last: 3 }, out: `${run}-expected`, sync: false, groups: ['model', 'optimizer'] })).location);
+    const untouched = await stepFilesFingerprint(run);
     const stats = { kills: 0, beforeFirst: 0, whole: 0, movedAside: 0, staleAside: 0, tempDirsSeen: 0 };
     let completed = false;
     for (let k = 0; k < AVERAGE_KILLS; k++) {
@@ -159,20 +142,20 @@ describe('crash consistency of averaging under SIGKILL', () => {
       assert.ok(signal === 'SIGKILL', `kill ${k}: the child died by itself (code ${code}): ${child.stderr().slice(-2000)}`);
       stats.kills++;
       completed ||= child.lines.some((l) => l.startsWith('averaged'));
-      assert.deepEqual(await fingerprint(run), untouched, `kill ${k}: the run's checkpoints are untouched`);
+      assert.deepEqual(await stepFilesFingerprint(run), untouched, `kill ${k}: the run's checkpoints are untouched`);
       const names = await readdir(run);
       const aside = names.filter((n) => n.startsWith('avg.replaced-'));
       stats.tempDirsSeen += names.filter((n) => n.startsWith('.tmp-')).length;
       assert.ok(aside.length <= 1, `kill ${k}: at most one output moved aside (${names.join(', ')})`);
       if (names.includes('avg')) {
-        assert.deepEqual(await contents(join(run, 'avg')), expected, `kill ${k}: the output is one whole average`);
+        assert.deepEqual(await tensorDigests(join(run, 'avg')), expected, `kill ${k}: the output is one whole average`);
         stats.whole++;
         // Killed after the replacement, possibly while deleting the replaced output: debris, which the
         // next averaging deletes.
         if (aside.length > 0) stats.staleAside++;
       } else if (aside.length > 0) {
         // Killed between the two renames: the previous output, whole, waits beside its place.
-        assert.deepEqual(await contents(join(run, aside[0] as string)), expected, `kill ${k}: ${aside[0]} is one whole average`);
+        assert.deepEqual(await tensorDigests(join(run, aside[0] as string)), expected, `kill ${k}: ${aside[0]} is one whole average`);
         stats.movedAside++;
       } else {
         assert.ok(!completed, `kill ${k}: an averaging completed before, its output is lost (${names.join(', ')})`);
@@ -181,11 +164,11 @@ describe('crash consistency of averaging under SIGKILL', () => {
     }
     // The next averaging finishes whatever was interrupted; a writer's open removes the temp directories.
     await averageCheckpoints(run, { select: { last: 3 }, overwrite: true, sync: false, groups: ['model', 'optimizer'] });
-    assert.deepEqual(await contents(join(run, 'avg')), expected);
+    assert.deepEqual(await tensorDigests(join(run, 'avg')), expected);
     const writer = await openManager(run, { sync: false });
     await writer.close();
     assert.deepEqual((await readdir(run)).sort(), ['avg', 'step-00000001', 'step-00000002', 'step-00000003'], 'nothing else is left');
-    assert.deepEqual(await fingerprint(run), untouched);
+    assert.deepEqual(await stepFilesFingerprint(run), untouched);
     console.log(`# crash averaging: ${JSON.stringify({ seed, ...stats })}`);
   });
 });

@@ -17,19 +17,18 @@
  *    earlier average, the earlier one never lost), and the same average succeeds once the disk works.
  */
 import assert from 'node:assert/strict';
-import { cp, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
+import { cp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { averageCheckpoints } from '../../src/average/average.js';
-import { load, verify } from '../../src/checkpoint/api.js';
+import { verify } from '../../src/checkpoint/api.js';
 import { type CheckpointManager, type ManagerOptions, openManager } from '../../src/checkpoint/manager.js';
 import type { TrainState } from '../../src/checkpoint/types.js';
 import { isCkptError } from '../../src/errors.js';
 import { MUTATING_OPERATIONS, faultyBackend } from '../../src/storage/faulty.js';
 import { fsBackend } from '../../src/storage/fs.js';
 import { tensor } from '../../src/tensor/tensor.js';
-import { randomF32, tmpDir, tmpfsTests } from '../helpers.js';
+import { randomF32, stepFilesFingerprint, tensorDigests, tmpDir, tmpfsTests } from '../helpers.js';
 import { switchable } from './backends.js';
 
 /** A state of several groups, the model split into shards (so a save has many operations). */
@@ -239,23 +238,7 @@ describe('faults injected at every operation of an averaging (fs backend)', () =
   };
   const OPS = [...MUTATING_OPERATIONS, 'read', 'readRange', 'size'] as const;
 
-  /** Size and modification time of every file of the step directories of `run`. */
-  const fingerprint = async (run: string): Promise<string[]> => {
-    const out: string[] = [];
-    for (const d of (await readdir(run)).filter((n) => n.startsWith('step-')).sort()) {
-      for (const f of (await readdir(join(run, d))).sort()) {
-        const st = await stat(join(run, d, f));
-        out.push(`${d}/${f} ${st.size} ${st.mtimeMs}`);
-      }
-    }
-    return out;
-  };
 
-  /** A digest of every tensor of the checkpoint at `dir`, verified, by group and name. */
-  const contents = async (dir: string): Promise<string[]> => {
-    const ck = await load(dir);
-    return Object.entries(ck.tensors).flatMap(([g, m]) => [...m].map(([n, t]) => `${g}/${n}:${createHash('sha256').update(t.data).digest('hex')}`));
-  };
 
   for (const [errno, overwrite] of [
     ['ENOSPC', false],
@@ -271,10 +254,10 @@ describe('faults injected at every operation of an averaging (fs backend)', () =
       const out = join(run, 'avg');
       // The expected average, and the earlier one that an overwrite replaces.
       await averageCheckpoints(run, { ...options, out });
-      const expected = await contents(out);
-      const earlier = overwrite ? await contents(out) : [];
+      const expected = await tensorDigests(out);
+      const earlier = overwrite ? await tensorDigests(out) : [];
       if (overwrite) await averageCheckpoints(run, { ...options, out, select: { last: 2 }, overwrite: true });
-      const before = overwrite ? await contents(out) : [];
+      const before = overwrite ? await tensorDigests(out) : [];
       if (!overwrite) await rm(out, { recursive: true });
       assert.ok(!overwrite || before.join() !== earlier.join(), 'the earlier average differs from the new one');
 
@@ -286,7 +269,7 @@ describe('faults injected at every operation of an averaging (fs backend)', () =
       else await rm(out, { recursive: true });
 
       assert.deepEqual(await committed(run, 'before the faults'), [1, 2, 3]);
-      const untouched = await fingerprint(run);
+      const untouched = await stepFilesFingerprint(run);
       const outcomes = new Map<string, number>();
       for (let k = 0; k < probe.count; k++) {
         const event = probe.events[k];
@@ -311,21 +294,21 @@ describe('faults injected at every operation of an averaging (fs backend)', () =
             outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
           }
           // The run's checkpoints are untouched (every file's size and modification time as before).
-          assert.deepEqual(await fingerprint(run), untouched, `${at}: the run's checkpoints are untouched`);
+          assert.deepEqual(await stepFilesFingerprint(run), untouched, `${at}: the run's checkpoints are untouched`);
           // The output: complete (the new or, when replacing, the earlier average) or absent; an earlier
           // average that a failed replacement moved aside is still there, whole.
           const names = await readdir(run);
           const replaced = names.filter((n) => n.startsWith('avg.replaced-'));
           if (names.includes('avg')) {
-            const now = await contents(out);
+            const now = await tensorDigests(out);
             assert.ok(now.join() === expected.join() || (overwrite && now.join() === before.join()), `${at}: the output is one whole average`);
           } else {
             assert.ok(!overwrite || replaced.length === 1, `${at}: the earlier average is kept aside (${names.join(', ')})`);
           }
-          if (overwrite && !names.includes('avg')) assert.deepEqual(await contents(join(run, replaced[0] as string)), before, `${at}: the earlier average, whole`);
+          if (overwrite && !names.includes('avg')) assert.deepEqual(await tensorDigests(join(run, replaced[0] as string)), before, `${at}: the earlier average, whole`);
           // The disk works again: the same average succeeds and gives the expected bytes.
           await averageCheckpoints(run, { ...options, out, overwrite: true });
-          assert.deepEqual(await contents(out), expected, `${at}: the retried average`);
+          assert.deepEqual(await tensorDigests(out), expected, `${at}: the retried average`);
           // Back to the state before the fault for the next case.
           for (const n of await readdir(run)) {
             if (n === 'avg' || n.startsWith('avg.replaced-') || n.startsWith('.')) await rm(join(run, n), { recursive: true });
