@@ -75,7 +75,9 @@ Options:
                          order given), normalised to sum 1 (default: equal)
   --groups G1,G2         tensor groups to average (default: model); other groups come from the newest
   --out DIR              where to write the averaged checkpoint (default: RUN_DIR/avg)
-  --overwrite            replace an existing checkpoint at --out
+  --overwrite            replace an existing checkpoint at --out (the new one is complete
+                         before the old one moves aside; a crash between the two renames
+                         is undone by the next average)
   --no-verify            do not check input checksums
   --json                 machine-readable output: {"out","step","steps","weights","requested",…}
 `,
