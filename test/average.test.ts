@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { cp, mkdir, readFile, readdir, rename, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import { type AverageOptions, type AverageResult, averageCheckpoints } from '../src/average/average.js';
 import { load, verify } from '../src/checkpoint/api.js';
@@ -374,6 +376,34 @@ function recording(inner: Backend): { backend: Backend; ranges: { key: string; l
   };
   return { backend, ranges, whole };
 }
+
+describe('averageCheckpoints without WebAssembly (node --jitless)', () => {
+  it('gives the same bytes with the TypeScript loops as with the SIMD kernels (division and power-of-two divisors)', async () => {
+    // F32 and F64 (tensors longer than the vector loops' step), F16, BF16, copied integers; 3 and 4
+    // checkpoints (a division, and a multiplication by the exact reciprocal).
+    const withBig = (st: TrainState): TrainState => {
+      const f = new Float32Array(70_001).map((_, i) => Math.tan(i * st.step) * 1e-3);
+      const d = new Float64Array(10_001).map((_, i) => Math.tan(i * st.step + 0.5));
+      const big: [string, Tensor][] = [['big', tensor(f, [f.length])], ['big64', tensor(d, [d.length])]];
+      return { ...st, tensors: { ...st.tensors, model: new Map([...(st.tensors.model ?? []), ...big]) } };
+    };
+    const fourth: Values = { w: [0.1, -2, 7], b: [1e-40, 3], h: [65504, -1], bf: [1, 3e38] };
+    const dir = await makeRun([100, 200, 300, 400].map((step) => withBig(stateAt(step, {}, VALUES[step] ?? fourth))));
+    const averageModule = fileURLToPath(new URL('../src/average/average.js', import.meta.url));
+    for (const last of [3, 4]) {
+      const simdOut = join(dir, `simd-${last}`);
+      const jsOut = join(dir, `js-${last}`);
+      await average(dir, { select: { last }, out: simdOut });
+      const code = `const { averageCheckpoints } = await import(${JSON.stringify(pathToFileURL(averageModule).href)}); await averageCheckpoints(${JSON.stringify(dir)}, { select: { last: ${last} }, out: ${JSON.stringify(jsOut)}, sync: false });`;
+      const child = spawnSync(process.execPath, ['--jitless', '--input-type=module', '-e', code], { encoding: 'utf8' });
+      assert.equal(child.status, 0, child.stderr);
+      const [a, b] = [await load(simdOut), await load(jsOut)];
+      for (const [name, t] of a.tensors.model ?? new Map<string, Tensor>()) {
+        assert.deepEqual(Buffer.from(b.tensors.model?.get(name)?.data ?? []), Buffer.from(t.data), `${name} of the last ${last}`);
+      }
+    }
+  });
+});
 
 describe('averageCheckpoints on a memory backend', () => {
   const big = (step: number, order: readonly string[] = ['a', 'b', 'c', 'd']): TrainState => {
