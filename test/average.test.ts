@@ -456,6 +456,41 @@ describe('averageCheckpoints on a memory backend', () => {
     }
   });
 
+  it('starts over with a fresh selection when retention deletes a selected checkpoint while it is read', async () => {
+    const { backend } = await memoryRun([1, 2, 3].map((s) => big(s)));
+    // A writer's retention deleting step 2 (renamed out of the listing, then removed, as the manager
+    // does) at the first read of its tensor file.
+    const racing = (deleteStep: string): { backend: Backend; deletions: () => number } => {
+      let deletions = 0;
+      // Without openReader, every read of the averaging goes through readRange.
+      const { openReader: _reads, ...rest } = backend;
+      const wrapped: Backend = {
+        ...rest,
+        readRange: async (key, offset, length, into) => {
+          if (deletions === 0 && key === `run/${deleteStep}/model.safetensors`) {
+            deletions++;
+            await backend.rename?.(`run/${deleteStep}`, `run/.deleting-${deleteStep}`);
+            await backend.delete(`run/.deleting-${deleteStep}/`);
+          }
+          return backend.readRange(key, offset, length, into);
+        },
+      };
+      return { backend: wrapped, deletions: () => deletions };
+    };
+    const first = racing('step-00000002');
+    const r = await averageCheckpoints({ backend: first.backend, key: 'run' }, { select: { last: 2 } });
+    assert.equal(first.deletions(), 1);
+    assert.deepEqual(r.steps, [1, 3], 'step 2 vanished: the last two are now 1 and 3');
+    assert.deepEqual(values((await load({ backend, key: 'run/avg' })).tensors.model?.get('a')), Array.from({ length: 1000 }, (_, i) => i * 2));
+    // Explicit steps are not replaced: the vanished one is the error, and nothing is written.
+    const explicit = racing('step-00000003');
+    await assert.rejects(averageCheckpoints({ backend: explicit.backend, key: 'run' }, { select: { steps: [1, 3] }, out: { backend, key: 'explicit' } }), (e: unknown) =>
+      isCkptError(e) && ['NOT_FOUND', 'FILE_MISSING'].includes(e.code),
+    );
+    assert.equal(explicit.deletions(), 1);
+    assert.deepEqual(await backend.list('explicit'), []);
+  });
+
   it('checkpoints storing tensors in different orders average and verify correctly', async () => {
     const { backend, store } = await memoryRun([big(1, ['d', 'c', 'b', 'a']), big(2), big(3, ['b', 'a', 'd', 'c'])]);
     await averageCheckpoints({ backend, key: 'run' });

@@ -8,7 +8,7 @@
  */
 import { CheckpointReader, type TensorLocation } from '../checkpoint/load.js';
 import { type Location, type ResolvedLocation, childKey, resolveItem, resolveRoot } from '../checkpoint/location.js';
-import { type CheckpointInfo, type InvalidEntry, listRun } from '../checkpoint/manager.js';
+import { type CheckpointInfo, type InvalidEntry, LIST_ATTEMPTS, listRun } from '../checkpoint/manager.js';
 import { type MetricMode, bestCandidates } from '../checkpoint/policies.js';
 import { type StreamingTrainState, type TensorSpec, type TensorStream, TEMP_PREFIX, randomId, writeCheckpoint } from '../checkpoint/save.js';
 import { checksumAlgorithm, createHasher, type Hasher } from '../checkpoint/checksum.js';
@@ -758,8 +758,10 @@ async function recoverReplaced(backend: Backend, key: string, sync: boolean): Pr
  *   next is produced) plus ~32 MiB of read slots and chunk accumulator plus a few MiB of write buffer,
  *   whatever the number or size of the checkpoints. Time is bound by this thread's CPU: with
  *   verification, crc32 and the accumulation of every byte read.
- * - It does not take the run's writer lock, so it can run beside training; a checkpoint deleted by
- *   retention meanwhile makes it fail (`NOT_FOUND` / `FILE_MISSING`) without leaving anything behind.
+ * - It does not take the run's writer lock, so it can run beside training. When retention deletes a
+ *   selected checkpoint meanwhile, the averaging starts over with a fresh selection (up to 25 times);
+ *   with explicit `steps` it fails (`NOT_FOUND` / `FILE_MISSING` / `MANIFEST_MISSING`). A failed
+ *   averaging leaves nothing behind.
  *
  * Errors: `INVALID_ARGUMENT` (options, weights), `NOT_FOUND` (explicit steps), `NO_VALID_CHECKPOINT`,
  * `INCOMPATIBLE_TENSORS`, `UNSUPPORTED`, `CHECKSUM_MISMATCH` (a corrupt input), `ALREADY_EXISTS`
@@ -774,6 +776,29 @@ async function recoverReplaced(backend: Backend, key: string, sync: boolean): Pr
 export async function averageCheckpoints(run: Location, options: AverageOptions = {}): Promise<AverageResult> {
   const opts = resolveAverageOptions(options);
   const root = await resolveRoot(run);
+  for (let attempt = 1; ; attempt++) {
+    const selected: string[] = [];
+    try {
+      return await averageOnce(root, opts, selected);
+    } catch (e) {
+      // A writer saving beside the averaging may delete a selected checkpoint (retention) while it is
+      // read: it vanished rather than failed, and the run is listed and selected again. Explicit steps
+      // are not replaced by others. Nothing was committed: a failed averaging leaves nothing behind.
+      if (!isCkptError(e) || 'steps' in opts.select || attempt >= LIST_ATTEMPTS || !(await anyVanished(root, selected))) throw e;
+    }
+  }
+}
+
+/** True when one of the checkpoints `names` of the run at `root` is gone (its manifest no longer exists). */
+async function anyVanished(root: ResolvedLocation, names: readonly string[]): Promise<boolean> {
+  for (const name of names) {
+    if (!(await root.backend.exists(childKey(childKey(root.key, name), 'manifest.json')).catch(() => true))) return true;
+  }
+  return false;
+}
+
+/** One attempt of {@link averageCheckpoints}; `selected` receives the names of the checkpoints it chose. */
+async function averageOnce(root: ResolvedLocation, opts: ResolvedAverageOptions, selectedNames: string[]): Promise<AverageResult> {
   const { backend } = root;
   const { valid, invalid } = await listRun(backend, root.key);
   if ('steps' in opts.select) {
@@ -794,6 +819,7 @@ export async function averageCheckpoints(run: Location, options: AverageOptions 
     throw e;
   }
   const { selected, requested, weightOrder } = selection;
+  selectedNames.push(...selected.map((c) => c.name));
   const rawWeights = opts.weights === undefined ? selected.map(() => 1) : weightOrder.map((i) => opts.weights?.[i] as number);
   if (opts.weights !== undefined && opts.weights.length !== selected.length) {
     throw new CkptError(

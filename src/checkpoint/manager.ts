@@ -193,8 +193,11 @@ export async function listRun(backend: Backend, root: string): Promise<{ valid: 
   }
 }
 
-/** Listings taken before {@link listRun} gives up waiting for a listing that holds still. */
-const LIST_ATTEMPTS = 25;
+/**
+ * Listings taken before {@link listRun} gives up waiting for a listing that holds still; also how many
+ * times a restore (or an averaging) starts over when a checkpoint it chose vanished.
+ */
+export const LIST_ATTEMPTS = 25;
 /** Manifests read at once while listing a run. */
 const LIST_CONCURRENCY = 8;
 

@@ -10,15 +10,21 @@
  *   belongs to its step, and nothing is reported skipped or invalid (checkpoints that retention deletes
  *   while they are listed or read have vanished; they are not corrupt).
  *
+ * - Averaging while a writer process saves (retention deleting the checkpoints being averaged): every
+ *   averaging either succeeds, with exactly the mean of the steps it reports, or fails with a typed error
+ *   saying a checkpoint or file vanished, and never leaves a partial output behind.
+ *
  * CKPT_LOCK_ROUNDS (default 24) sets the racing rounds; CKPT_READER_MS (default 6000) how long the
- * reader runs.
+ * reader and the averaging run.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { averageCheckpoints } from '../../src/average/average.js';
+import { load } from '../../src/checkpoint/api.js';
 import { openManager } from '../../src/checkpoint/manager.js';
 import { isCkptError } from '../../src/errors.js';
 import { expectStepContent } from '../children/crash-state.js';
@@ -134,6 +140,54 @@ describe('a reader while a writer saves', () => {
       await reader.close();
       assert.ok(stats.steps.size >= 3, `the writer made progress under the reader: ${[...stats.steps].join(',')}`);
       console.log(`# reader during saves: ${JSON.stringify({ restores: stats.restores, lists: stats.lists, distinctSteps: stats.steps.size })}`);
+    } finally {
+      writer.process.kill('SIGKILL');
+      await writer.exit;
+    }
+  });
+});
+
+describe('averaging while a writer saves', () => {
+  it(`succeeds with the exact mean, or fails cleanly when retention deletes an input, for ${READER_MS} ms`, { timeout: 120_000 }, async () => {
+    const dir = await tmpDir('ckpt-rel-average-');
+    const outs = `${dir}-averages`;
+    await mkdir(outs);
+    const largeBytes = 256 * 1024;
+    // Retention keeps the last 2 and the best 1: averaging the last 2 races with the deletion of each.
+    const writer = startChild(saver, [dir, String(largeBytes), '0', '0']);
+    const stats = { averages: 0, succeeded: 0, failures: {} as Record<string, number> };
+    try {
+      await writer.waitFor(/^saved 3$/);
+      const until = Date.now() + READER_MS;
+      for (let i = 0; Date.now() < until; i++) {
+        const out = join(outs, `avg-${i}`);
+        stats.averages++;
+        try {
+          const r = await averageCheckpoints(dir, { select: { last: 2 }, out, sync: false });
+          const ck = await load(out);
+          // Every element of the layers of step s is s, the F64 bias is [s, s + 0.5] (crash-state.ts):
+          // the average is the mean of the steps it reports.
+          const mean = r.steps.reduce((a, b) => a + b, 0) / r.steps.length;
+          const model = ck.tensors.model;
+          for (const name of ['layer0/w', 'layer1/w', 'layer2/w']) {
+            const v = new Float32Array((model?.get(name)?.data ?? new Uint8Array()).slice().buffer);
+            assert.ok(v.length > 0 && v.every((x) => x === Math.fround(mean)), `average ${i} of steps ${r.steps.join(', ')}: model/${name} is the mean`);
+          }
+          const bias = new Float64Array((model?.get('bias')?.data ?? new Uint8Array()).slice().buffer);
+          assert.deepEqual([...bias], [mean, mean + 0.5], `average ${i}: model/bias`);
+          assert.equal(ck.step, r.steps[r.steps.length - 1]);
+          stats.succeeded++;
+        } catch (e) {
+          assert.ok(isCkptError(e), `average ${i}: ${String(e)}`);
+          assert.ok(['NOT_FOUND', 'FILE_MISSING', 'MANIFEST_MISSING'].includes(e.code), `average ${i}: an input vanished, nothing else: ${e.code} ${e.message}`);
+          stats.failures[e.code] = (stats.failures[e.code] ?? 0) + 1;
+          const left = await readdir(outs);
+          assert.ok(!left.includes(`avg-${i}`) && !left.some((n) => n.startsWith('.')), `average ${i} left nothing behind: ${left.filter((n) => !n.startsWith('avg-')).join(', ')}`);
+        }
+        await sleep(0);
+      }
+      assert.ok(stats.succeeded > 0, 'some averages succeeded');
+      console.log(`# averaging during saves: ${JSON.stringify(stats)}`);
     } finally {
       writer.process.kill('SIGKILL');
       await writer.exit;
