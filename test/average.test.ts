@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { cp, mkdir, readFile, readdir, rename, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -12,6 +12,7 @@ import type { TrainState } from '../src/checkpoint/types.js';
 import { CkptError, isCkptError } from '../src/errors.js';
 import { readHeaderLength } from '../src/format/safetensors.js';
 import type { Backend } from '../src/storage/backend.js';
+import { fsBackend } from '../src/storage/fs.js';
 import { openReader } from '../src/storage/reader.js';
 import { memoryBackend } from '../src/storage/memory.js';
 import { type Tensor, type TensorMap, f32ToBf16, f32ToF16, fromFloat64, tensor, toFloat64 } from '../src/tensor/tensor.js';
@@ -323,6 +324,38 @@ describe('averageCheckpoints on the filesystem', () => {
     await average(dir, { select: { last: 1 }, overwrite: true });
     assert.deepEqual(await w(), [7, 8, 9]);
     assert.deepEqual((await readdir(dir)).filter((n) => n.includes('.replaced-')).sort(), ['avg.replaced-0000aaaa', 'avg.replaced-mine']);
+  });
+
+  it('is not disturbed by a writer deleting an input checkpoint once its files are open', async () => {
+    const dir = await makeRun();
+    const inner = fsBackend(dir);
+    let deleted = false;
+    // Retention of a writer in another process deletes step 200 at the first read of tensor data from
+    // one of its files (offset past the 8-byte prefix and the header, which indexing read before), after
+    // the averaging opened every input file.
+    const backend: Backend = {
+      ...inner,
+      openReader: async (key) => {
+        const r = await (inner.openReader as NonNullable<Backend['openReader']>)(key);
+        return {
+          ...r,
+          read: async (offset, length, into) => {
+            if (!deleted && key.startsWith('step-00000200/') && offset > 8) {
+              deleted = true;
+              await rm(join(dir, 'step-00000200'), { recursive: true });
+            }
+            return r.read(offset, length, into);
+          },
+        };
+      },
+    };
+    // Two averaged groups: the files of the second one are read only after the first one was written.
+    const r = await averageCheckpoints({ backend }, { select: { last: 3 }, groups: ['model', 'ema'], sync: false, out: { backend: inner, key: 'avg' } });
+    assert.ok(deleted);
+    assert.deepEqual(r.steps, [100, 200, 300], 'the selection stands: its files were open');
+    const avg = await load(join(dir, 'avg'));
+    assert.deepEqual(values(avg.tensors.model?.get('w')), [4, 5, 6]);
+    assert.deepEqual(values(avg.tensors.ema?.get('w')), [4.5, 5.5, 6.5]);
   });
 
   it('ignores invalid checkpoints (and reports them); an explicit invalid step is its error', async () => {

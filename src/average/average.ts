@@ -390,6 +390,20 @@ class SourceFile {
     return this.opened.then((r) => r.read(offset, length, into)).catch(fail);
   }
 
+  /** Opens the file now rather than at its first read (see {@link GroupSources.open}). */
+  async openNow(): Promise<void> {
+    if (this.closed || this.open !== undefined) return;
+    this.opened ??= openReader(this.reader.backend, this.key).then((r) => {
+      if (!this.closed) this.open = r;
+      return r;
+    });
+    try {
+      await this.opened;
+    } catch (e) {
+      throw ioError(e, 'opening', this.reader.describe(this.file), { step: this.reader.manifest.step });
+    }
+  }
+
   /** Hashes `bytes`, read at `offset`, when they continue the part of the file hashed so far. */
   consume(offset: number, bytes: Uint8Array): void {
     if (this.hasher !== undefined && offset === this.next) {
@@ -541,6 +555,15 @@ class GroupSources {
       }
     }
     this.readAhead = new ReadAhead(this.workspace, jobs);
+  }
+
+  /**
+   * Opens every file of the group at once. An open file stays readable when a writer's retention deletes
+   * its checkpoint (POSIX semantics, and the memory backend's), so once everything is open the averaging
+   * no longer races with retention.
+   */
+  async open(): Promise<void> {
+    await Promise.all(this.files.flatMap((files) => [...files.values()].map((f) => f.openNow())));
   }
 
   source(j: number, file: string): SourceFile {
@@ -752,16 +775,17 @@ async function recoverReplaced(backend: Backend, key: string, sync: boolean): Pr
  *   weights; `parentStep` is that step; metrics are left empty (the averaged weights were never
  *   evaluated); `metadata.averaged` records `{ method, steps, weights, groups, selection }`.
  * - Streaming: each tensor is read in chunks of up to 4 MiB (each chunk from every checkpoint in turn),
- *   accumulated and written as it is produced; every file is opened once and read front to back, two
+ *   accumulated and written as it is produced; every input file is opened at the start (after which a
+ *   writer deleting its checkpoint cannot affect it on a POSIX file system) and read front to back, two
  *   reads ahead of the chunk being hashed and accumulated (WebAssembly SIMD for F32, F64 and BF16). So
  *   memory is twice the largest tensor's bytes (two output buffers: one tensor is written while the
  *   next is produced) plus ~32 MiB of read slots and chunk accumulator plus a few MiB of write buffer,
  *   whatever the number or size of the checkpoints. Time is bound by this thread's CPU: with
  *   verification, crc32 and the accumulation of every byte read.
  * - It does not take the run's writer lock, so it can run beside training. When retention deletes a
- *   selected checkpoint meanwhile, the averaging starts over with a fresh selection (up to 25 times);
- *   with explicit `steps` it fails (`NOT_FOUND` / `FILE_MISSING` / `MANIFEST_MISSING`). A failed
- *   averaging leaves nothing behind.
+ *   selected checkpoint before its files are open, the averaging starts over with a fresh selection (up
+ *   to 25 times); with explicit `steps` it fails (`NOT_FOUND` / `FILE_MISSING` / `MANIFEST_MISSING`). A
+ *   failed averaging leaves nothing behind.
  *
  * Errors: `INVALID_ARGUMENT` (options, weights), `NOT_FOUND` (explicit steps), `NO_VALID_CHECKPOINT`,
  * `INCOMPATIBLE_TENSORS`, `UNSUPPORTED`, `CHECKSUM_MISMATCH` (a corrupt input), `ALREADY_EXISTS`
@@ -950,6 +974,7 @@ async function averageOnce(root: ResolvedLocation, opts: ResolvedAverageOptions,
   };
   let manifest: Manifest;
   try {
+    for (const s of sources) await s.open();
     manifest = exists ? await replaceCheckpoint(out.backend, out.key, state, saveOptions) : await writeCheckpoint(out.backend, out.key, state, saveOptions);
   } finally {
     // A failed save does not end its streams: close whatever they left open.
