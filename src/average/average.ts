@@ -8,7 +8,7 @@
  */
 import { CheckpointReader, type TensorLocation } from '../checkpoint/load.js';
 import { type Location, type ResolvedLocation, childKey, resolveItem, resolveRoot } from '../checkpoint/location.js';
-import { type CheckpointInfo, type InvalidEntry, LIST_ATTEMPTS, listRun } from '../checkpoint/manager.js';
+import { type CheckpointInfo, type InvalidEntry, LIST_ATTEMPTS, listRun, vanished } from '../checkpoint/manager.js';
 import { type MetricMode, bestCandidates } from '../checkpoint/policies.js';
 import { type StreamingTrainState, type TensorSpec, type TensorStream, TEMP_PREFIX, randomId, writeCheckpoint } from '../checkpoint/save.js';
 import { checksumAlgorithm, createHasher, type Hasher } from '../checkpoint/checksum.js';
@@ -383,22 +383,23 @@ class SourceFile {
     // Once the file is open the read is issued right here, so that it runs on the thread pool while
     // this thread hashes and accumulates (a `then` would issue it only when this thread next waits).
     if (this.open !== undefined) return this.open.read(offset, length, into).catch(fail);
+    return this.opening().then((r) => r.read(offset, length, into)).catch(fail);
+  }
+
+  /** The reader, opened by the first call (once). */
+  private opening(): Promise<ObjectReader> {
     this.opened ??= openReader(this.reader.backend, this.key).then((r) => {
       if (!this.closed) this.open = r;
       return r;
     });
-    return this.opened.then((r) => r.read(offset, length, into)).catch(fail);
+    return this.opened;
   }
 
   /** Opens the file now rather than at its first read (see {@link GroupSources.open}). */
   async openNow(): Promise<void> {
     if (this.closed || this.open !== undefined) return;
-    this.opened ??= openReader(this.reader.backend, this.key).then((r) => {
-      if (!this.closed) this.open = r;
-      return r;
-    });
     try {
-      await this.opened;
+      await this.opening();
     } catch (e) {
       throw ioError(e, 'opening', this.reader.describe(this.file), { step: this.reader.manifest.step });
     }
@@ -813,11 +814,9 @@ export async function averageCheckpoints(run: Location, options: AverageOptions 
   }
 }
 
-/** True when one of the checkpoints `names` of the run at `root` is gone (its manifest no longer exists). */
+/** True when one of the checkpoints `names` of the run at `root` is gone (see `vanished`). */
 async function anyVanished(root: ResolvedLocation, names: readonly string[]): Promise<boolean> {
-  for (const name of names) {
-    if (!(await root.backend.exists(childKey(childKey(root.key, name), 'manifest.json')).catch(() => true))) return true;
-  }
+  for (const name of names) if (await vanished(root.backend, root.key, name)) return true;
   return false;
 }
 

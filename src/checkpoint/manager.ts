@@ -194,6 +194,14 @@ export async function listRun(backend: Backend, root: string): Promise<{ valid: 
 }
 
 /**
+ * True when the checkpoint `name` of the run at `root` is gone (its manifest no longer exists): deleted
+ * by a writer's retention since it was listed, rather than damaged. An error checking counts as present.
+ */
+export async function vanished(backend: Backend, root: string, name: string): Promise<boolean> {
+  return !(await backend.exists(childKey(childKey(root, name), 'manifest.json')).catch(() => true));
+}
+
+/**
  * Listings taken before {@link listRun} gives up waiting for a listing that holds still; also how many
  * times a restore (or an averaging) starts over when a checkpoint it chose vanished.
  */
@@ -518,7 +526,7 @@ class Manager implements CheckpointManager {
         }
         candidates = bestCandidates(valid, spec);
       }
-      let vanished = false;
+      let gone = false;
       for (const c of candidates) {
         try {
           const checkpoint = await load(c);
@@ -526,14 +534,14 @@ class Manager implements CheckpointManager {
           return { checkpoint, skipped };
         } catch (e) {
           if (!isCkptError(e)) throw e;
-          if (attempt < LIST_ATTEMPTS && !(await this.backend.exists(childKey(childKey(this.root, c.name), 'manifest.json')).catch(() => true))) {
-            vanished = true;
+          if (attempt < LIST_ATTEMPTS && (await vanished(this.backend, this.root, c.name))) {
+            gone = true;
             break;
           }
           skipped.push({ step: c.step, name: c.name, error: e });
         }
       }
-      if (vanished) continue;
+      if (gone) continue;
       const why = skipped.map((s) => `${s.name}: ${s.error.code}`).join(', ');
       throw new CkptError('NO_VALID_CHECKPOINT', `no valid checkpoint to restore in ${this.location}${why ? ` (skipped ${why})` : ''}`, {
         path: this.location,
