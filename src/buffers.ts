@@ -10,8 +10,8 @@
  * @module
  */
 
-/** Offset of the data inside the allocation. */
-const SKEW = 2048;
+/** Offset of the data inside the allocation (also where the averaging workspace places its outputs in a page). */
+export const SKEW = 2048;
 /** Below this size the skew is not worth its bytes (small reads are dominated by the system call). */
 const MIN_SKEWED = 64 * 1024;
 

@@ -343,7 +343,6 @@ function listProblems(problems: readonly string[]): string {
  * and 2 MiB ones, 8 MiB no faster (BENCHMARKS.md, averaging).
  */
 export const AVERAGE_READ_BYTES = 4 * 1024 * 1024;
-const CHUNK = AVERAGE_READ_BYTES;
 /** Reads kept in flight while the bytes of the previous one are hashed and accumulated. */
 const READ_AHEAD = 2;
 /** Read slots of the workspace: the ones in flight and the one in use. */
@@ -737,15 +736,16 @@ async function replaceCheckpoint(
  * {@link replaceCheckpoint}). Between its two renames the last committed output is only at
  * `<name>.replaced-<id>`: it is renamed back to `key`. After the second rename, one left there is the
  * replaced checkpoint that was not deleted yet: it is deleted. Nothing to do without atomic rename.
+ * Returns whether `key` then holds a committed checkpoint.
  */
-async function recoverReplaced(backend: Backend, key: string, sync: boolean): Promise<void> {
-  if (!backend.capabilities.atomicRename || backend.rename === undefined) return;
+async function recoverReplaced(backend: Backend, key: string, sync: boolean): Promise<boolean> {
+  let exists = await backend.exists(childKey(key, 'manifest.json'));
+  if (!backend.capabilities.atomicRename || backend.rename === undefined) return exists;
   const { parent, base } = parentAndBase(key);
   const name = `${base}.replaced-`;
   const aside = (await backend.list(parent))
     .filter((n) => n.startsWith(name) && /^[0-9a-f]{8}\/$/.test(n.slice(name.length)))
     .map((n) => childKey(parent, n.slice(0, -1)));
-  let exists = await backend.exists(childKey(key, 'manifest.json'));
   for (const old of aside) {
     // A renamed checkpoint directory is complete: its manifest is written last.
     if (!exists && (await backend.exists(childKey(old, 'manifest.json')))) {
@@ -756,6 +756,7 @@ async function recoverReplaced(backend: Backend, key: string, sync: boolean): Pr
       await backend.delete(`${old}/`);
     }
   }
+  return exists;
 }
 
 /**
@@ -861,12 +862,12 @@ async function averageOnce(root: ResolvedLocation, opts: ResolvedAverageOptions,
       throw new CkptError('INVALID_ARGUMENT', `the output ${outWhere} would replace or go inside checkpoint ${c.name} of the run`, { path: outWhere });
     }
   }
+  let exists: boolean;
   try {
-    await recoverReplaced(out.backend, out.key, opts.sync);
+    exists = await recoverReplaced(out.backend, out.key, opts.sync);
   } catch (e) {
     throw ioError(e, 'recovering an interrupted replacement of', outWhere);
   }
-  const exists = await out.backend.exists(childKey(out.key, 'manifest.json'));
   if (exists && !opts.overwrite) {
     throw new CkptError('ALREADY_EXISTS', `a checkpoint already exists at ${outWhere} (pass overwrite: true, or --overwrite, to replace it)`, {
       path: outWhere,
@@ -925,7 +926,7 @@ async function averageOnce(root: ResolvedLocation, opts: ResolvedAverageOptions,
   // two output tensors (one is written while the next is produced), the read slots and one chunk's
   // float64 accumulator.
   const workspace = new Workspace({
-    chunk: Math.min(CHUNK, Math.max(8, Math.ceil(maxBytes / 8) * 8)),
+    chunk: Math.min(AVERAGE_READ_BYTES, Math.max(8, Math.ceil(maxBytes / 8) * 8)),
     slots: SLOTS,
     outputs: { count: 2, bytes: maxBytes },
   });

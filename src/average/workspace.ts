@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { allocReadBuffer } from '../buffers.js';
+import { SKEW, allocReadBuffer } from '../buffers.js';
 import { CkptError } from '../errors.js';
 import { type AveragedDType, accumulate, finish } from './accumulate.js';
 import { type SimdKernels, createSimd } from './simd.js';
@@ -47,9 +47,6 @@ export interface WorkspaceOptions {
  * to 4 GiB); larger ones are separate allocations that finished chunks are copied into.
  */
 const MAX_SHARED_OUTPUT = 1024 * 1024 * 1024;
-
-/** Where in its page the output starts: away from the slow start-of-page zone, as `allocReadBuffer` does. */
-const OUTPUT_SKEW = 2048;
 
 const bits = new DataView(new ArrayBuffer(8));
 
@@ -113,7 +110,7 @@ export class Workspace {
     // Accumulator for the elements of one chunk of the narrowest averaged dtype (2 bytes).
     const accBytes = roundUp((chunk / 2) * 8, PAGE);
     const stagingBytes = roundUp(chunk, PAGE);
-    const outputStride = roundUp(outputBytes + OUTPUT_SKEW, PAGE);
+    const outputStride = roundUp(outputBytes + SKEW, PAGE);
     const inside = outputCount * outputStride <= MAX_SHARED_OUTPUT;
     const outputAt = slots * slotBytes + accBytes + stagingBytes;
     const total = outputAt + (inside ? outputCount * outputStride : 0);
@@ -127,7 +124,7 @@ export class Workspace {
     this.acc = new Float64Array(this.buffer, slots * slotBytes, chunk / 2);
     this.staging = new Uint8Array(this.buffer, slots * slotBytes + accBytes, chunk);
     this.outputs = Array.from({ length: outputCount }, (_, k) =>
-      inside ? new Uint8Array(this.buffer, outputAt + k * outputStride + OUTPUT_SKEW, outputBytes) : allocReadBuffer(outputBytes),
+      inside ? new Uint8Array(this.buffer, outputAt + k * outputStride + SKEW, outputBytes) : allocReadBuffer(outputBytes),
     );
   }
 

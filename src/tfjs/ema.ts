@@ -17,7 +17,7 @@
  * @module
  */
 import * as tf from '@tensorflow/tfjs';
-import type { EmaOptions, EmaStateDict } from '../ema/ema.js';
+import { type EmaOptions, type EmaStateDict, updateF32 } from '../ema/ema.js';
 import { CkptError } from '../errors.js';
 import type { Tensor, TensorMap } from '../tensor/tensor.js';
 import { mismatch, readTensor, toTf } from './convert.js';
@@ -268,10 +268,7 @@ function cpuInPlace(): ((shadow: tf.Variable, weight: tf.Variable, a: number) =>
     const s = cpu.readSync(shadow.dataId);
     const w = cpu.readSync(weight.dataId);
     if (!(s instanceof Float32Array) || !(w instanceof Float32Array) || s.length !== w.length || s === w) return false;
-    for (let i = 0; i < s.length; i++) {
-      const si = s[i] as number;
-      s[i] = si - Math.fround(Math.fround(si - (w[i] as number)) * a);
-    }
+    updateF32(s, w, a);
     return true;
   };
 }
