@@ -12,6 +12,7 @@ import type { TrainState } from '../src/checkpoint/types.js';
 import { CkptError, isCkptError } from '../src/errors.js';
 import { readHeaderLength } from '../src/format/safetensors.js';
 import type { Backend } from '../src/storage/backend.js';
+import { faultyBackend } from '../src/storage/faulty.js';
 import { fsBackend } from '../src/storage/fs.js';
 import { openReader } from '../src/storage/reader.js';
 import { memoryBackend } from '../src/storage/memory.js';
@@ -324,6 +325,21 @@ describe('averageCheckpoints on the filesystem', () => {
     await average(dir, { select: { last: 1 }, overwrite: true });
     assert.deepEqual(await w(), [7, 8, 9]);
     assert.deepEqual((await readdir(dir)).filter((n) => n.includes('.replaced-')).sort(), ['avg.replaced-0000aaaa', 'avg.replaced-mine']);
+  });
+
+  it('a failure while putting a moved-aside output back is a typed error naming the output, and keeps it aside', async () => {
+    const dir = await makeRun();
+    await average(dir);
+    await rename(join(dir, 'avg'), join(dir, 'avg.replaced-0123abcd'));
+    for (const errno of ['EIO', 'ENOSPC']) {
+      const backend = faultyBackend(fsBackend(dir), { operations: ['rename'], failAt: 0, errno });
+      await rejectsWith(averageCheckpoints({ backend }, { sync: false }), errno === 'EIO' ? 'IO_ERROR' : 'NO_SPACE', join(dir, 'avg'));
+      assert.deepEqual(backend.events.map((e) => e.operation), ['rename'], 'it failed at the renaming back, before anything was written');
+      assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('avg')), ['avg.replaced-0123abcd']);
+    }
+    // Once the disk works the output is put back, and so exists: no overwrite without asking.
+    await rejectsWith(average(dir, { select: { last: 1 } }), 'ALREADY_EXISTS', join(dir, 'avg'));
+    assert.deepEqual(values((await load(join(dir, 'avg'))).tensors.model?.get('w')), [4, 5, 6], 'the earlier output, put back');
   });
 
   it('is not disturbed by a writer deleting an input checkpoint once its files are open', async () => {
