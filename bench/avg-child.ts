@@ -1,4 +1,8 @@
-/** Child process of the averaging benchmark: averages RUN into OUT (`--no-verify`: without checksums) and reports time and peak RSS. */
+/**
+ * Child process of the averaging benchmark: averages the last N checkpoints of RUN into OUT
+ * (`--no-verify`: without checksums; `--threads=K`: K worker threads, default automatic) and reports
+ * time, peak RSS and the worker threads used.
+ */
 import { readFileSync } from 'node:fs';
 import { averageCheckpoints } from '../src/average/average.js';
 
@@ -17,8 +21,15 @@ function peakRss(): number {
   return process.resourceUsage().maxRSS * 1024;
 }
 
-const [run, out, last, flag] = process.argv.slice(2) as [string, string, string, string | undefined];
+const [run, out, last, ...flags] = process.argv.slice(2) as [string, string, string, ...string[]];
+const threads = flags.find((f) => f.startsWith('--threads='));
 const t = process.hrtime.bigint();
-await averageCheckpoints(run, { select: { last: Number(last) }, out, sync: false, verify: flag !== '--no-verify' });
+const r = await averageCheckpoints(run, {
+  select: { last: Number(last) },
+  out,
+  sync: false,
+  verify: !flags.includes('--no-verify'),
+  ...(threads === undefined ? {} : { threads: Number(threads.slice('--threads='.length)) }),
+});
 const seconds = Number(process.hrtime.bigint() - t) / 1e9;
-process.stdout.write(JSON.stringify({ seconds, maxRssBytes: peakRss() }));
+process.stdout.write(JSON.stringify({ seconds, maxRssBytes: peakRss(), threads: r.threads }));

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { AVERAGE_READ_BYTES } from '../src/average/average.js';
+import { TILE } from '../src/average/parallel.js';
 import { createSimd } from '../src/average/simd.js';
 import { createBufferPool } from '../src/buffers.js';
 import { createEma } from '../src/ema/ema.js';
@@ -153,14 +153,15 @@ try {
     const raw = await bestTime(async () => {
       for (const f of files) await rawRead(f, buf);
     }, REPS);
-    const averageInChild = async (verify: boolean): Promise<{ seconds: number; maxRssBytes: number }> => {
-      let best = { seconds: Infinity, maxRssBytes: 0 };
+    type AverageRun = { seconds: number; maxRssBytes: number; threads: number };
+    const averageInChild = async (...flags: string[]): Promise<AverageRun> => {
+      let best: AverageRun = { seconds: Infinity, maxRssBytes: 0, threads: 0 };
       for (let r = 0; r < REPS; r++) {
         const out = join(work, `avg-out-${r}`);
-        const args = [fileURLToPath(new URL('./avg-child.js', import.meta.url)), runDir, out, String(n), ...(verify ? [] : ['--no-verify'])];
+        const args = [fileURLToPath(new URL('./avg-child.js', import.meta.url)), runDir, out, String(n), ...flags];
         const child = spawnSync(process.execPath, args, { encoding: 'utf8' });
         if (child.status !== 0) throw new Error(`averaging child failed: ${child.stderr}`);
-        const res = JSON.parse(child.stdout) as { seconds: number; maxRssBytes: number };
+        const res = JSON.parse(child.stdout) as AverageRun;
         if (res.seconds < best.seconds) best = res;
         await remove(out);
       }
@@ -173,23 +174,23 @@ try {
     }, REPS);
     // The work a verified average must do here, spread perfectly over the cores: the kernel's copy of
     // every input byte (the raw read), crc32 of every byte and its float64 accumulation (the same
-    // WebAssembly SIMD kernel), the last two timed on one cache-resident piece of a read's size, as the
-    // pipeline hashes and accumulates each read while its bytes are still in the cache.
-    const simd = createSimd(4 * AVERAGE_READ_BYTES);
+    // WebAssembly SIMD kernel), the last two timed on one cache-resident piece of a worker's read size
+    // (TILE), as the workers hash and accumulate each read while its bytes are still in the cache.
+    const simd = createSimd(4 * TILE);
     if (simd === undefined) throw new Error('WebAssembly SIMD is unavailable');
-    const piece = new Uint8Array(simd.memory.buffer, 0, AVERAGE_READ_BYTES).fill(1);
+    const piece = new Uint8Array(simd.memory.buffer, 0, TILE).fill(1);
     const crc = crc32Implementation().fn;
     const hashAll = await bestTime(() => {
-      for (let at = 0; at < avgBytes; at += AVERAGE_READ_BYTES) crc(piece);
+      for (let at = 0; at < avgBytes; at += TILE) crc(piece);
     }, REPS);
     const accumulateAll = await bestTime(() => {
-      for (let at = 0; at < avgBytes; at += AVERAGE_READ_BYTES) simd.kernels.f32Add(2 * AVERAGE_READ_BYTES, 0, AVERAGE_READ_BYTES / 4, 1);
+      for (let at = 0; at < avgBytes; at += TILE) simd.kernels.f32Add(2 * TILE, 0, TILE / 4, 1);
     }, REPS);
     const cores = availableParallelism();
     const spread = (raw + hashAll + accumulateAll) / cores;
     averageBound = { cores, ratio: raw / spread };
-    const best = await averageInChild(true);
-    ratioRow('average', `8 checkpoints (${((n * perAvg * TENSORS) / MiB).toFixed(0)} MiB) vs raw read of their bytes`, avgBytes, best.seconds, raw, 0.8);
+    const best = await averageInChild();
+    ratioRow('average', `8 checkpoints (${((n * perAvg * TENSORS) / MiB).toFixed(0)} MiB, ${best.threads} worker threads) vs raw read of their bytes`, avgBytes, best.seconds, raw, 0.8);
     averaged = { files, bytes: avgBytes, seconds: best.seconds };
     row({
       section: 'average',
@@ -218,10 +219,19 @@ try {
       met: best.maxRssBytes <= budget,
     });
     notes.push(
-      `averaging: the "÷ ${cores} cores" limit adds the time of the three passes a verified average makes over every input byte (the kernel's copy, i.e. the raw read; crc32; float64 accumulation with the same WebAssembly SIMD kernel, both timed on one cache-resident ${AVERAGE_READ_BYTES / MiB} MiB piece as the pipeline hashes and accumulates each read while it is in the cache) and divides by the cores: what a perfect split of the work over the machine would take, before the output is written. The child's peak RSS is its VmHWM (getrusage's maxRSS after exec would include this process at the fork).`,
+      `averaging: the "÷ ${cores} cores" limit adds the time of the three passes a verified average makes over every input byte (the kernel's copy, i.e. the raw read; crc32; float64 accumulation with the same WebAssembly SIMD kernel, both timed on one cache-resident ${TILE / 1024} KiB piece, the size each worker thread reads, hashes and accumulates while it is in its core's cache) and divides by the cores: what a perfect split of the work over the machine would take, before the output is written. The child's peak RSS is its VmHWM (getrusage's maxRSS after exec would include this process at the fork).`,
     );
     // What the row above costs in crc32 of every input byte (the default verification).
-    const unverified = await averageInChild(false);
+    const oneThread = await averageInChild('--threads=0');
+    row({
+      section: 'average',
+      what: 'same vs the same average on the calling thread (threads: 0)',
+      ours: rate(avgBytes, best.seconds),
+      limit: rate(avgBytes, oneThread.seconds),
+      ratio: `${(oneThread.seconds / best.seconds).toFixed(2)}x`,
+      target: 'info',
+    });
+    const unverified = await averageInChild('--no-verify');
     row({
       section: 'average',
       what: 'same with verify: false (cost of verification)',
@@ -366,7 +376,7 @@ function whyMissed(): string {
       'save streams each tensor from the caller\'s memory to the file (the write runs on libuv\'s thread pool) while this thread hashes it, so crc32 overlaps the write in time, but it is a second pass over the same memory, and on this VM the two passes share its memory bandwidth: the "raw write ∥ crc32" row (a bare write loop that hashes each chunk as it goes) is the least a checksummed write takes, and the save comes close to it. With fsync the disk is the bound. Both rows move by ±0.15x from run to run here.',
     load:
       'verified load: every byte is copied by the kernel and then read again by crc32, and on this 2-core VM both compete for memory bandwidth; the "raw read ∥ crc32" row is the least time for the two together, and the verified load reaches most of it. Unverified loads (`verify: false`) run at the raw read\'s speed.',
-    average: `averaging must copy every input byte out of the page cache (the raw read), hash it and accumulate it. On ${averageBound.cores} cores these three passes alone, split perfectly, would run at ${averageBound.ratio.toFixed(2)}x the raw read's rate in this run (the "÷ cores" row: 0.8x is out of reach here with verification), before any pipeline, output or write. ckpt streams with ~80 MiB of memory whatever the checkpoints' size: the thread pool reads 4 MiB pieces ahead while this thread hashes and accumulates the previous ones (each read costs this thread ~40 µs to wake for, hence the large pieces), and each output tensor is produced while the previous one is written. Hashing on a worker thread over shared read slots was measured and gained nothing (the streams already fill both cores). PyTorch's load-add-divide (torch row) holds every checkpoint in memory, adds in float32 and verifies nothing.`,
+    average: `averaging must copy every input byte out of the page cache (the raw read), hash it and accumulate it. On ${averageBound.cores} cores these three passes alone, split perfectly, would run at ${averageBound.ratio.toFixed(2)}x the raw read's rate in this run (the "÷ cores" row: 0.8x is out of reach here with verification), before the output is written. ckpt spreads the work over worker threads (one per core, at most 4): each reads its share of every input in ${TILE / 1024} KiB pieces itself and hashes and accumulates each piece while it is in its core's cache, and this thread writes the output, one tensor while the next is produced, so the output's write and hash share the same two cores. The "calling thread" row is the same average streamed on one thread while the thread pool reads ahead (every byte then crosses between the cores' caches). PyTorch's load-add-divide (torch row) holds every checkpoint in memory, adds in float32 and verifies nothing.`,
     small:
       'many small tensors: the raw baselines move one prepared file, while a checkpoint also encodes (save) or parses and validates (load) ~80 bytes of JSON header per tensor, makes a Map entry and a view per tensor, and writes or reads manifest.json and state.json (~1.5-2 ms per checkpoint). JSON.parse of the header alone takes longer than the raw read (see its row). PyTorch is several times slower on the same tensors (torch rows).',
   };

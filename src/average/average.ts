@@ -14,11 +14,13 @@ import { type StreamingTrainState, type TensorSpec, type TensorStream, TEMP_PREF
 import { checksumAlgorithm, createHasher, type Hasher } from '../checkpoint/checksum.js';
 import { CkptError, ioError, isCkptError } from '../errors.js';
 import { type ChecksumAlgorithm, type JsonValue, type Manifest, isValidGroupName } from '../format/manifest.js';
+import { availableParallelism } from 'node:os';
 import { Problems, isCount, isPositive } from '../problems.js';
 import type { Backend, ObjectReader } from '../storage/backend.js';
 import { openReader } from '../storage/reader.js';
 import type { DType } from '../tensor/dtype.js';
 import { isAveragedDType } from './accumulate.js';
+import { AveragePool, JobFailed, MAX_JOB_TENSORS, TILE, tileCount } from './parallel.js';
 import { Workspace } from './workspace.js';
 
 /**
@@ -85,6 +87,15 @@ export interface AverageOptions {
   readonly shardBytes?: number;
   /** Time recorded as `createdAt` (ms since epoch). @default Date.now() */
   readonly now?: number;
+  /**
+   * Worker threads that read, hash and accumulate the inputs (0: all on the calling thread, streaming
+   * through the backend). Used for checkpoints on the local file system (the fs backend) whose files
+   * are checksummed with crc32 or not verified; elsewhere the calling thread does the work. By default
+   * one per core (at most 4) when there are at least 64 MiB to read, else none (starting threads costs
+   * more than it saves).
+   * @default automatic
+   */
+  readonly threads?: number;
 }
 
 /** Result of {@link averageCheckpoints}. */
@@ -106,6 +117,11 @@ export interface AverageResult {
   readonly averaged: readonly string[];
   /** Groups copied from the newest selected checkpoint. */
   readonly copied: readonly string[];
+  /**
+   * Worker threads that read, hashed and accumulated the inputs (0: the calling thread did; see
+   * {@link AverageOptions.threads}).
+   */
+  readonly threads: number;
   /** Directories of the run that look like checkpoints but are invalid; never selected. */
   readonly ignored: readonly { readonly step: number; readonly name: string; readonly code: string }[];
 }
@@ -122,6 +138,7 @@ export interface ResolvedAverageOptions {
   readonly checksum: ChecksumAlgorithm;
   readonly shardBytes: number | undefined;
   readonly now: number | undefined;
+  readonly threads: number | undefined;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -171,6 +188,7 @@ export function resolveAverageOptions(options: AverageOptions = {}): ResolvedAve
     p.check(isPositive(options.shardBytes) && Number.isSafeInteger(options.shardBytes), 'shardBytes must be a positive integer');
   }
   p.check(options.now === undefined || Number.isFinite(options.now), 'now must be a finite number of ms');
+  p.check(options.threads === undefined || (isCount(options.threads) && options.threads <= MAX_THREADS), `threads must be an integer from 0 to ${MAX_THREADS}, got ${String(options.threads)}`);
   for (const key of ['overwrite', 'verify', 'sync'] as const) {
     p.check(options[key] === undefined || typeof options[key] === 'boolean', `${key} must be a boolean, got ${String(options[key])}`);
   }
@@ -186,8 +204,16 @@ export function resolveAverageOptions(options: AverageOptions = {}): ResolvedAve
     checksum,
     shardBytes: options.shardBytes,
     now: options.now,
+    threads: options.threads,
   };
 }
+
+/** Most worker threads an averaging may use. */
+export const MAX_THREADS = 64;
+/** Worker threads by default: one per core, at most this many (memory bandwidth, not cores, runs out next). */
+const DEFAULT_MAX_THREADS = 4;
+/** Below this many bytes to read, starting worker threads costs more than they save (by default). */
+const PARALLEL_MIN_BYTES = 64 * 1024 * 1024;
 
 /** What {@link selectCheckpoints} needs to know about a checkpoint. */
 export interface SelectionCandidate {
@@ -404,6 +430,37 @@ class SourceFile {
     }
   }
 
+  /** The open file's descriptor, when the backend has one (see {@link ObjectReader.fd}). */
+  get fd(): number | undefined {
+    return this.open?.fd;
+  }
+
+  /** Whether another thread can hash this file's pieces: no verification, or a crc32 to combine. */
+  get combinable(): boolean {
+    return this.hasher === undefined || this.hasher.append !== undefined;
+  }
+
+  /** The file as error messages name it. */
+  describe(): string {
+    return this.reader.describe(this.file);
+  }
+
+  /** The step of the checkpoint the file belongs to. */
+  get step(): number {
+    return this.reader.manifest.step;
+  }
+
+  /**
+   * Continues the checksum over the `length` bytes at `offset` hashed elsewhere (their crc32 is `crc`),
+   * when they continue the part of the file hashed so far.
+   */
+  consumeCrc(offset: number, length: number, crc: number): void {
+    if (this.hasher?.append !== undefined && offset === this.next) {
+      this.hasher.append(crc, length);
+      this.next += length;
+    }
+  }
+
   /** Hashes `bytes`, read at `offset`, when they continue the part of the file hashed so far. */
   consume(offset: number, bytes: Uint8Array): void {
     if (this.hasher !== undefined && offset === this.next) {
@@ -514,13 +571,13 @@ class GroupSources {
   /** `files[j]` maps a file name of checkpoint j to its source. */
   private readonly files: Map<string, SourceFile>[];
   private readAhead: ReadAhead | undefined;
+  private attached: Workspace | undefined;
 
   constructor(
     readonly readers: readonly CheckpointReader[],
     readonly indexes: readonly Map<string, TensorLocation>[],
     group: string,
     readonly verify: boolean,
-    readonly workspace: Workspace,
   ) {
     this.files = readers.map((reader) => {
       const sizes = new Map(reader.manifest.files.map((f) => [f.path, f]));
@@ -531,6 +588,21 @@ class GroupSources {
         }),
       );
     });
+  }
+
+  /** The memory reads go to; {@link attach}ed once the files are open. */
+  get workspace(): Workspace {
+    if (this.attached === undefined) throw new CkptError('INVALID_ARGUMENT', 'averaging: no workspace attached', {});
+    return this.attached;
+  }
+
+  attach(workspace: Workspace): void {
+    this.attached = workspace;
+  }
+
+  /** Every file of the group, once `open`ed, has a descriptor and can be hashed on another thread. */
+  get parallelizable(): boolean {
+    return this.files.every((files) => [...files.values()].every((f) => f.fd !== undefined && f.combinable));
   }
 
   /**
@@ -576,6 +648,17 @@ class GroupSources {
     return { source: this.source(j, loc.file), offset: loc.offset + begin, length };
   }
 
+  /** The file holding tensor `name` of checkpoint `j`, and the tensor's offset in it. */
+  tensorFile(j: number, name: string): { source: SourceFile; offset: number } {
+    const loc = (this.indexes[j] as Map<string, TensorLocation>).get(name) as TensorLocation;
+    return { source: this.source(j, loc.file), offset: loc.offset };
+  }
+
+  /** Reads nothing ahead (the parallel stream reads on its workers); hashes the headers when verifying. */
+  async startWithoutReads(): Promise<void> {
+    await this.start([][Symbol.iterator]());
+  }
+
   /** The next range read ahead, hashed. */
   async next(): Promise<Uint8Array> {
     const got = await (this.readAhead as ReadAhead).next();
@@ -618,6 +701,150 @@ function specsOf(index: Map<string, TensorLocation>): TensorSpec[] {
   return [...index].map(([name, loc]) => ({ name, dtype: loc.info.dtype, shape: loc.info.shape }));
 }
 
+/** What a group's stream reads: the newest reader's tensors, their sizes, the weights' sum, the reads of each. */
+function streamPlan(sources: GroupSources, weights: readonly number[] | undefined) {
+  const newest = sources.readers.length - 1;
+  const index = sources.indexes[newest] as Map<string, TensorLocation>;
+  const specs = specsOf(index);
+  const sizes = specs.map((s) => {
+    const info = (index.get(s.name) as TensorLocation).info;
+    return info.end - info.begin;
+  });
+  const total = weights?.reduce((a, b) => a + b, 0) ?? 1;
+  const all = sources.readers.map((_, j) => j);
+  // Integer and boolean tensors (counters, masks) are not averaged: the newest one is kept. With
+  // verification the older ones are read too, only so that their files keep hashing front to back.
+  const plan: ReadPlan = (spec) => (weights !== undefined && isAveragedDType(spec.dtype)) || sources.verify ? all : [newest];
+  return { newest, specs, sizes, total, plan };
+}
+
+/**
+ * {@link groupStream} computed by the worker threads of `pool`: consecutive tensors that fit in one
+ * output buffer form a job, which the workers read (from the descriptors of the open files), hash and
+ * accumulate tile by tile; their crc32s are combined into the files' checksums here, in file order. The
+ * two output buffers alternate between jobs, and a job starts as soon as the tensors last in its buffer
+ * were written. The numerics are the same kernels in the same order, so the bytes are those of the
+ * single-thread stream.
+ */
+function parallelGroupStream(sources: GroupSources, weights: readonly number[] | undefined, pool: AveragePool): TensorStream {
+  const { newest, specs, sizes, total, plan } = streamPlan(sources, weights);
+  const capacity = (pool.outputs[0] as Uint8Array).byteLength;
+  // Jobs: `starts[b]` is the first tensor of job b; tensor i sits at `offsets[i]` of its job's buffer.
+  const starts: number[] = [];
+  const jobOf: number[] = [];
+  const offsets: number[] = [];
+  let used = 0;
+  let tiles = 0;
+  for (let i = 0; i < specs.length; i++) {
+    const bytes = sizes[i] as number;
+    const at = Math.ceil(used / 64) * 64;
+    if (starts.length === 0 || at + bytes > capacity || i - (starts[starts.length - 1] as number) >= MAX_JOB_TENSORS || tiles + tileCount(bytes) > pool.maxTiles) {
+      starts.push(i);
+      used = 0;
+      tiles = 0;
+    }
+    const offset = Math.ceil(used / 64) * 64;
+    jobOf.push(starts.length - 1);
+    offsets.push(offset);
+    used = offset + bytes;
+    tiles += tileCount(bytes);
+  }
+  const jobs: Promise<void>[] = [];
+
+  /** Job b's tensors and the files each is read from. */
+  const jobTensors = (b: number) => {
+    const end = starts[b + 1] ?? specs.length;
+    return specs.slice(starts[b], end).map((spec, t) => {
+      const i = (starts[b] as number) + t;
+      const from = plan(spec);
+      return { i, spec, from, files: from.map((j) => sources.tensorFile(j, spec.name)) };
+    });
+  };
+
+  const runJob = async (b: number): Promise<void> => {
+    const tensors = jobTensors(b);
+    let crcs: Uint32Array;
+    try {
+      crcs = await pool.run({
+        output: b % 2,
+        divisor: total,
+        hash: sources.verify,
+        tensors: tensors.map(({ i, spec, from, files }) => ({
+          dtype: spec.dtype,
+          at: offsets[i] as number,
+          length: sizes[i] as number,
+          reads: files.map((f) => ({ fd: f.source.fd as number, offset: f.offset })),
+          weights: weights !== undefined && isAveragedDType(spec.dtype) ? from.map((j) => weights[j] as number) : undefined,
+          keep: from.indexOf(newest),
+        })),
+      });
+    } catch (e) {
+      if (!(e instanceof JobFailed)) throw e;
+      throw jobError(e.failure, tensors[e.failure.tensor]?.files[e.failure.read]?.source);
+    }
+    if (!sources.verify) return;
+    // The crc32 of every tile of every read, combined into each file's checksum in file order.
+    let tile = 0;
+    for (const { i, files } of tensors) {
+      const bytes = sizes[i] as number;
+      for (let at = 0; at === 0 || at < bytes; at += TILE, tile++) {
+        const length = Math.min(TILE, bytes - at);
+        files.forEach((f, k) => f.source.consumeCrc(f.offset + at, length, crcs[tile * pool.reads + k] as number));
+      }
+    }
+  };
+
+  let started = false;
+  return {
+    specs,
+    alternating: true,
+    async read(i) {
+      if (!started) {
+        started = true;
+        await sources.startWithoutReads();
+      }
+      // Tensors up to i - 2 are written (see TensorStream.alternating): a job may start once the
+      // tensors of the job before the previous one, which used the same buffer, are.
+      for (let b = jobs.length; b < starts.length; b++) {
+        if (b >= 2 && (starts[b - 1] as number) - 1 > i - 2) break;
+        const job = runJob(b);
+        // Awaited by the read of its first tensor; a failure after the save gave up is not unhandled.
+        job.catch(() => undefined);
+        jobs.push(job);
+      }
+      const b = jobOf[i] as number;
+      const job = jobs[b];
+      if (job === undefined) throw new CkptError('INVALID_ARGUMENT', `averaging: tensor ${i} read before the tensors before it were written`, {});
+      await job;
+      return (pool.outputs[b % 2] as Uint8Array).subarray(offsets[i], (offsets[i] as number) + (sizes[i] as number));
+    },
+    async end() {
+      try {
+        if (!started) await sources.startWithoutReads();
+        await sources.finish();
+      } finally {
+        await sources.close();
+      }
+    },
+  };
+}
+
+/** The error for a failure a worker reported while reading `source` (undefined: not a read). */
+function jobError(failure: JobFailed['failure'], source: SourceFile | undefined): CkptError {
+  if (source === undefined) return new CkptError('IO_ERROR', `averaging worker thread failed: ${failure.message}`, {});
+  const where = source.describe();
+  if (failure.short !== undefined) {
+    const { offset, length, got } = failure.short;
+    return new CkptError('FILE_LENGTH_MISMATCH', `${where} ended while averaging read bytes ${offset}..${offset + length}: it has ${offset + got} bytes`, {
+      path: where,
+      step: source.step,
+      expected: offset + length,
+      received: offset + got,
+    });
+  }
+  return ioError(Object.assign(new Error(failure.message), { code: failure.code }), 'reading', where, { step: source.step });
+}
+
 /**
  * A group streamed tensor by tensor from `sources` (the last reader is the newest): with `weights` (raw,
  * one per reader) float tensors are averaged, and every other tensor is the newest's; without, the
@@ -626,17 +853,7 @@ function specsOf(index: Map<string, TensorLocation>): TensorSpec[] {
  * tensor, are already in flight.
  */
 function groupStream(sources: GroupSources, weights: readonly number[] | undefined, outputs: readonly Uint8Array[]): TensorStream {
-  const newest = sources.readers.length - 1;
-  const specs = specsOf(sources.indexes[newest] as Map<string, TensorLocation>);
-  const sizes = specs.map((s) => {
-    const info = ((sources.indexes[newest] as Map<string, TensorLocation>).get(s.name) as TensorLocation).info;
-    return info.end - info.begin;
-  });
-  const total = weights?.reduce((a, b) => a + b, 0) ?? 1;
-  const all = sources.readers.map((_, j) => j);
-  // Integer and boolean tensors (counters, masks) are not averaged: the newest one is kept. With
-  // verification the older ones are read too, only so that their files keep hashing front to back.
-  const plan: ReadPlan = (spec) => (weights !== undefined && isAveragedDType(spec.dtype)) || sources.verify ? all : [newest];
+  const { newest, specs, sizes, total, plan } = streamPlan(sources, weights);
   const { workspace } = sources;
   let started = false;
   return {
@@ -853,7 +1070,42 @@ async function averageOnce(root: ResolvedLocation, opts: ResolvedAverageOptions,
     );
   }
   const weights = normalizeWeights(rawWeights, selected.length);
+  // Worker threads start loading now, while this thread opens the checkpoints (see `threads`).
+  const pool = startPool(threadCount(opts, selected));
+  try {
+    return await averageSelected(root, opts, { valid, invalid, selected, requested, rawWeights, weights }, pool);
+  } finally {
+    await pool?.close();
+  }
+}
 
+/** How many worker threads to start for averaging `selected` (see `AverageOptions.threads`). */
+function threadCount(opts: ResolvedAverageOptions, selected: readonly CheckpointInfo[]): number {
+  if (opts.threads !== undefined) return opts.threads;
+  // The bytes to read, from the manifests: averaged groups from every checkpoint, the rest from the newest.
+  let bytes = 0;
+  for (const c of selected) {
+    for (const [group, g] of Object.entries(c.manifest.groups)) if (opts.groups.includes(group) || c === selected[selected.length - 1]) bytes += g.bytes;
+  }
+  return bytes >= PARALLEL_MIN_BYTES ? Math.min(availableParallelism(), DEFAULT_MAX_THREADS) : 0;
+}
+
+/** The part of {@link averageOnce} after the selection: checks, then streams the average into the output. */
+async function averageSelected(
+  root: ResolvedLocation,
+  opts: ResolvedAverageOptions,
+  chosen: {
+    valid: readonly CheckpointInfo[];
+    invalid: readonly InvalidEntry[];
+    selected: readonly CheckpointInfo[];
+    requested: number;
+    rawWeights: readonly number[];
+    weights: number[];
+  },
+  pool: AveragePool | undefined,
+): Promise<AverageResult> {
+  const { backend } = root;
+  const { valid, invalid, selected, requested, rawWeights, weights } = chosen;
   const out = await resolveOut(root, opts.out);
   const outWhere = out.backend.describe(out.key);
   for (const c of [...valid, ...invalid]) {
@@ -922,25 +1174,13 @@ async function averageOnce(root: ResolvedLocation, opts: ResolvedAverageOptions,
   for (const index of [...[...indexes.values()].map((l) => l[l.length - 1] as Map<string, TensorLocation>), ...copiedIndexes.values()]) {
     for (const loc of index.values()) maxBytes = Math.max(maxBytes, loc.info.end - loc.info.begin);
   }
-  // Allocated once and reused for every tensor and group (fresh memory is slow to touch the first time):
-  // two output tensors (one is written while the next is produced), the read slots and one chunk's
-  // float64 accumulator.
-  const workspace = new Workspace({
-    chunk: Math.min(AVERAGE_READ_BYTES, Math.max(8, Math.ceil(maxBytes / 8) * 8)),
-    slots: SLOTS,
-    outputs: { count: 2, bytes: maxBytes },
-  });
 
-  const sources: GroupSources[] = [];
-  const tensors: Record<string, TensorStream> = {};
-  for (const group of Object.keys(newest.manifest.groups)) {
-    const averaged = opts.groups.includes(group);
-    const s = averaged
-      ? new GroupSources(readers, indexes.get(group) ?? [], group, opts.verify, workspace)
-      : new GroupSources([newest], [copiedIndexes.get(group) as Map<string, TensorLocation>], group, opts.verify, workspace);
-    sources.push(s);
-    tensors[group] = groupStream(s, averaged ? rawWeights : undefined, workspace.outputs);
-  }
+  const groupNames = Object.keys(newest.manifest.groups);
+  const sources = groupNames.map((group) =>
+    opts.groups.includes(group)
+      ? new GroupSources(readers, indexes.get(group) ?? [], group, opts.verify)
+      : new GroupSources([newest], [copiedIndexes.get(group) as Map<string, TensorLocation>], group, opts.verify),
+  );
 
   const steps = selected.map((c) => c.step);
   const m = newest.manifest;
@@ -951,6 +1191,7 @@ async function averageOnce(root: ResolvedLocation, opts: ResolvedAverageOptions,
         ? { steps: [...opts.select.steps] }
         : { best: { k: opts.select.best.k, metric: opts.select.best.metric, mode: opts.select.best.mode ?? 'min' } };
   const versions = Object.fromEntries(Object.entries(m.versions).filter(([k]) => k !== 'ckpt' && k !== 'node'));
+  const tensors: Record<string, TensorStream> = {};
   const state: StreamingTrainState = {
     step: m.step,
     ...(m.epoch === null ? {} : { epoch: m.epoch }),
@@ -973,11 +1214,34 @@ async function averageOnce(root: ResolvedLocation, opts: ResolvedAverageOptions,
     ...(opts.now === undefined ? {} : { now: opts.now }),
   };
   let manifest: Manifest;
+  let threads = 0;
   try {
     for (const s of sources) await s.open();
+    // Worker threads only for local files hashed with crc32 (or not verified), once they have loaded.
+    if (pool !== undefined && sources.every((s) => s.parallelizable) && (await pool.ready)) {
+      pool.configure(maxBytes, readers.length);
+      threads = pool.size;
+    } else pool = undefined;
+    // Allocated once and reused for every tensor and group (fresh memory is slow to touch the first
+    // time): the read slots, one chunk's float64 accumulator and, on this thread, two output tensors
+    // (one is written while the next is produced). With worker threads this thread only hashes headers
+    // (and remainders read out of order) through it.
+    const workspace = new Workspace({
+      chunk: Math.min(AVERAGE_READ_BYTES, Math.max(8, Math.ceil(maxBytes / 8) * 8)),
+      slots: SLOTS,
+      ...(pool === undefined ? { outputs: { count: 2, bytes: maxBytes } } : {}),
+    });
+    groupNames.forEach((group, g) => {
+      const s = sources[g] as GroupSources;
+      s.attach(workspace);
+      const w = opts.groups.includes(group) ? rawWeights : undefined;
+      tensors[group] = pool === undefined ? groupStream(s, w, workspace.outputs) : parallelGroupStream(s, w, pool);
+    });
     manifest = exists ? await replaceCheckpoint(out.backend, out.key, state, saveOptions) : await writeCheckpoint(out.backend, out.key, state, saveOptions);
   } finally {
-    // A failed save does not end its streams: close whatever they left open.
+    // The workers stop before the files they read are closed. A failed save does not end its streams:
+    // close whatever they left open.
+    await pool?.close();
     for (const s of sources) await s.close();
   }
   return {
@@ -988,8 +1252,19 @@ async function averageOnce(root: ResolvedLocation, opts: ResolvedAverageOptions,
     requested,
     averaged: [...opts.groups],
     copied,
+    threads,
     ignored: invalid.map((x) => ({ step: x.step, name: x.name, code: x.error.code })),
   };
+}
+
+/** Worker threads for the averaging, or undefined where they cannot be created (the calling thread then works). */
+function startPool(threads: number): AveragePool | undefined {
+  if (threads === 0) return undefined;
+  try {
+    return AveragePool.start(threads);
+  } catch {
+    return undefined;
+  }
 }
 
 function describeInvalid(invalid: readonly InvalidEntry[]): string {

@@ -8,6 +8,11 @@ import type { ChecksumAlgorithm } from '../format/manifest.js';
 /** An incremental checksum: `update` in file order, then `digest` once. */
 export interface Hasher {
   update(chunk: Uint8Array): void;
+  /**
+   * crc32 only: continues the checksum over `length` bytes whose own crc32 (from 0) is `crc`, as if they
+   * had been passed to `update` (see {@link crc32Combine}); lets another thread hash a piece.
+   */
+  append?(crc: number, length: number): void;
   /** `<algorithm>:<lowercase hex>` as stored in manifests. */
   digest(): string;
 }
@@ -96,6 +101,58 @@ export function crc32Implementation(): Crc32Implementation {
   return (chosen ??= chooseCrc32());
 }
 
+/** The CRC-32 polynomial, bit-reversed (zlib's). */
+const CRC32_POLY = 0xedb88320;
+
+/**
+ * `a · b` modulo the CRC-32 polynomial, both polynomials over GF(2) in the reflected bit order crc32
+ * uses (the coefficient of x^0 is bit 31).
+ */
+function multModP(a: number, b: number): number {
+  let product = 0;
+  for (let bit = 0x80000000; a !== 0; bit >>>= 1) {
+    if ((a & bit) !== 0) {
+      product ^= b;
+      a ^= bit;
+    }
+    b = (b & 1) !== 0 ? (b >>> 1) ^ CRC32_POLY : b >>> 1;
+  }
+  return product >>> 0;
+}
+
+/** `X_POW_2K[k]` = x^(2^k) modulo the polynomial, reflected; x^(2^32) repeats with period 32 for lengths in use. */
+let X_POW_2K: Uint32Array | undefined;
+
+/** x^(8 · length) modulo the CRC-32 polynomial: what appending `length` zero bytes multiplies a crc by. */
+function xPow8n(length: number): number {
+  if (X_POW_2K === undefined) {
+    X_POW_2K = new Uint32Array(64);
+    X_POW_2K[0] = 0x40000000; // x^1
+    for (let k = 1; k < 64; k++) X_POW_2K[k] = multModP(X_POW_2K[k - 1] as number, X_POW_2K[k - 1] as number);
+  }
+  let p = 0x80000000; // x^0
+  // x^(8n) = product of x^(2^(k+3)) over the set bits k of n.
+  for (let k = 3, n = length; n > 0; k++, n = Math.floor(n / 2)) {
+    if (n % 2 === 1) p = multModP(X_POW_2K[k] as number, p);
+  }
+  return p;
+}
+
+/**
+ * The crc32 of the concatenation A‖B from `crcA` = crc32(A), `crcB` = crc32(B) and B's length in bytes
+ * (any safe integer): crc32 is affine over GF(2), so crc(A‖B) = crc(A) · x^(8·|B|) + crc(B) modulo the
+ * polynomial. Lets pieces of a file be hashed on different threads and combined in file order.
+ *
+ * @example
+ * ```ts
+ * crc32Combine(crc32(a), crc32(b), b.length) === crc32(concat(a, b)); // true
+ * ```
+ */
+export function crc32Combine(crcA: number, crcB: number, lengthB: number): number {
+  if (lengthB === 0) return crcA >>> 0;
+  return (multModP(xPow8n(lengthB), crcA >>> 0) ^ crcB) >>> 0;
+}
+
 /** Creates a {@link Hasher} for `algorithm`. */
 export function createHasher(algorithm: ChecksumAlgorithm): Hasher {
   if (algorithm === 'sha256') {
@@ -111,6 +168,9 @@ export function createHasher(algorithm: ChecksumAlgorithm): Hasher {
     update: (chunk) => {
       // zlib.crc32 returns 0 instead of the running value for a view of an empty ArrayBuffer.
       if (chunk.byteLength > 0) value = crc32(chunk, value);
+    },
+    append: (crc, length) => {
+      value = crc32Combine(value, crc, length);
     },
     digest: () => `crc32:${(value >>> 0).toString(16).padStart(8, '0')}`,
   };

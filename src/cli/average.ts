@@ -1,4 +1,4 @@
-import { type AverageSelection, DEFAULT_AVERAGE_LAST, averageCheckpoints } from '../average/average.js';
+import { type AverageSelection, DEFAULT_AVERAGE_LAST, MAX_THREADS, averageCheckpoints } from '../average/average.js';
 import { CkptError } from '../errors.js';
 import { type Command, type CommandArgs, intOption, modeOption, printJson, stringOption, usage } from './command.js';
 import { resolveTarget } from './target.js';
@@ -56,7 +56,8 @@ export const averageCommand: Command = {
   name: 'average',
   summary: 'average the weights of the last N / given / best K checkpoints of a run',
   help: `Usage: ckpt average RUN_DIR [--last N | --steps A,B,C | --best K --metric NAME [--mode min|max]]
-                    [--weights W1,W2,…] [--groups model,…] [--out DIR] [--overwrite] [--no-verify] [--json]
+                    [--weights W1,W2,…] [--groups model,…] [--out DIR] [--overwrite] [--no-verify]
+                    [--threads N] [--json]
 
 Averages the model weights of committed checkpoints of RUN_DIR, tensor by tensor (memory: a few times
 the largest tensor), in float64 with one rounding to each tensor's dtype at the end. Integer and
@@ -79,6 +80,8 @@ Options:
                          before the old one moves aside; a crash between the two renames
                          is undone by the next average)
   --no-verify            do not check input checksums
+  --threads N            worker threads that read, hash and accumulate the inputs (0: none; default:
+                         one per core, at most 4, when there are 64 MiB or more to read)
   --json                 machine-readable output: {"out","step","steps","weights","requested",…}
 `,
   options: {
@@ -92,6 +95,7 @@ Options:
     out: { type: 'string' },
     overwrite: { type: 'boolean' },
     'no-verify': { type: 'boolean' },
+    threads: { type: 'string' },
     json: { type: 'boolean' },
   },
   positionals: 1,
@@ -102,6 +106,8 @@ Options:
     const groups = listOption(args, 'groups', 'group names', parseGroup);
     const out = stringOption(args, 'out');
     if (out === '') throw usage('--out must not be empty');
+    const threads = intOption(args, 'threads', 0);
+    if (threads !== undefined && threads > MAX_THREADS) throw usage(`--threads must be at most ${MAX_THREADS}, got ${threads}`);
     const target = await resolveTarget(path);
     if (target.kind !== 'run') throw new CkptError('INVALID_ARGUMENT', `${path} is a ${target.kind}, not a run directory`, { path });
     const r = await averageCheckpoints(
@@ -113,6 +119,7 @@ Options:
         ...(out === undefined ? {} : { out }),
         overwrite: args.values.overwrite === true,
         verify: args.values['no-verify'] !== true,
+        ...(threads === undefined ? {} : { threads }),
       },
     );
     const short = r.steps.length < r.requested;
@@ -126,6 +133,7 @@ Options:
         averaged: r.averaged,
         copied: r.copied,
         ignored: r.ignored,
+        threads: r.threads,
         method: 'mean-float64',
       });
     } else {

@@ -70,6 +70,12 @@ export interface ObjectReader {
   /** Size of the object when it was opened. */
   readonly size: number;
   /**
+   * An operating-system file descriptor open on the object until `close`, for a backend of local files
+   * (the fs backend): lets a worker thread read it directly (`fs.readSync`), which averaging does to
+   * spread its work over the cores. Backends without one are read through `read` only.
+   */
+  readonly fd?: number;
+  /**
    * Reads exactly `length` bytes at `offset` into `into` and returns the filled view (`into` itself when
    * the lengths match). `FILE_LENGTH_MISMATCH` when the object is shorter. One read is one I/O request,
    * so a caller can overlap it with work of its own (hashing the previous piece).

@@ -390,6 +390,7 @@ export function fsBackend(root: string, options: FsBackendOptions = {}): Backend
       let closed = false;
       return {
         size,
+        fd: handle.fd,
         async read(offset: number, length: number, into: Uint8Array): Promise<Uint8Array> {
           checkRange(path, offset, length, into);
           if (closed) throw new CkptError('CLOSED', `read of ${path} after its reader was closed`, { path });

@@ -1,0 +1,239 @@
+/**
+ * Averaging spread over worker threads. Streaming on one thread leaves a verified average bound by that
+ * thread's CPU (hashing and accumulating every byte) while the thread pool copies the bytes out of the
+ * page cache on another core, so every byte crosses between the cores' caches. Here each worker reads
+ * pieces of the inputs itself, synchronously, small enough to stay in its core's cache, and hashes and
+ * accumulates them there (`worker.ts`); the main thread plans the work, combines the workers' crc32s of
+ * each file in file order ({@link crc32Combine}) and writes the output, which the workers produce into
+ * two shared buffers: one is written while the other is filled.
+ *
+ * The unit of work is a {@link Job}: consecutive tensors that fit in one output buffer, cut into tiles
+ * of at most {@link TILE} bytes. Workers take the next tile from a shared counter until none is left, so
+ * they finish a job within a tile of each other whatever the tensor sizes.
+ *
+ * @module
+ */
+import { Worker } from 'node:worker_threads';
+import { SKEW } from '../buffers.js';
+import { CkptError } from '../errors.js';
+import type { DType } from '../tensor/dtype.js';
+
+/** Bytes a worker reads, hashes and accumulates at a time (measured: 64-256 KiB stay in a core's cache). */
+export const TILE = 128 * 1024;
+
+/** Most tensors in one job (bounds the crc32 table). */
+export const MAX_JOB_TENSORS = 4096;
+
+/** A worker's first message: it loaded and waits for jobs. */
+export const READY = 'ready';
+
+/** A worker's first message after it loaded. */
+export interface WorkerSetup {
+  readonly setup: true;
+  readonly tile: number;
+  /** The two output buffers (views of shared memory). */
+  readonly outputs: readonly { readonly buffer: SharedArrayBuffer; readonly byteOffset: number; readonly byteLength: number }[];
+  /** One Int32 per output: the next tile of the job filling that output. */
+  readonly counters: SharedArrayBuffer;
+  /** Per output, `crcStride` Uint32 per tile: the crc32 of each read of the tile. */
+  readonly crcs: SharedArrayBuffer;
+  /** Uint32s of `crcs` per output. */
+  readonly crcStride: number;
+  /** Most reads per tile (the number of checkpoints). */
+  readonly reads: number;
+}
+
+/** One tensor of a job: `length` bytes at `at` of the output, from each of `reads`. */
+export interface JobTensor {
+  readonly dtype: DType;
+  readonly at: number;
+  readonly length: number;
+  /** Where the tensor's first byte is in each input file. */
+  readonly reads: readonly { readonly fd: number; readonly offset: number }[];
+  /** Raw weight of each read: the tensor is averaged (divided by the job's `divisor`). Undefined: copied from `keep`. */
+  readonly weights: readonly number[] | undefined;
+  /** Without weights, the read whose bytes are the output. */
+  readonly keep: number;
+}
+
+/** Consecutive tensors computed into one output buffer. */
+export interface Job {
+  readonly id: number;
+  readonly output: number;
+  readonly tensors: readonly JobTensor[];
+  readonly divisor: number;
+  /** Compute each read's crc32 into the crc table. */
+  readonly hash: boolean;
+}
+
+/** A worker's answer when the job has no tile left for it: or what failed. */
+export interface JobDone {
+  readonly id: number;
+  readonly failed?: {
+    /** The tensor of the job and the read that failed (-1: not a read). */
+    readonly tensor: number;
+    readonly read: number;
+    /** The system error code (`EIO`, …), empty when none. */
+    readonly code: string;
+    readonly message: string;
+    /** A read that found the file shorter than the manifest says. */
+    readonly short?: { readonly offset: number; readonly length: number; readonly got: number };
+  };
+}
+
+/** The number of tiles of a tensor of `bytes` bytes. */
+export function tileCount(bytes: number): number {
+  return Math.max(1, Math.ceil(bytes / TILE));
+}
+
+/** What {@link AveragePool.run} throws when a worker reports a failure. */
+export class JobFailed extends Error {
+  constructor(readonly failure: NonNullable<JobDone['failed']>) {
+    super(failure.message);
+  }
+}
+
+interface Running {
+  readonly job: Job;
+  remaining: number;
+  failure: JobDone['failed'] | undefined;
+  readonly resolve: () => void;
+  readonly reject: (e: unknown) => void;
+}
+
+/** The shared memory of a configured pool. */
+interface Configured {
+  readonly outputs: readonly Uint8Array[];
+  readonly maxTiles: number;
+  readonly counters: Int32Array;
+  readonly crcs: Uint32Array;
+  readonly crcStride: number;
+  readonly reads: number;
+}
+
+/**
+ * The worker threads of one averaging, the two output buffers they fill and the tables they report
+ * in. Started early (a thread takes tens of ms to load), {@link configure}d once the sizes are known;
+ * `close` terminates the workers (before the files they read are closed).
+ */
+export class AveragePool {
+  /** Resolves true once every worker has loaded, false if one failed to start. */
+  readonly ready: Promise<boolean>;
+  private shared: Configured | undefined;
+  private readonly workers: Worker[];
+  private readonly running = new Map<number, Running>();
+  private nextId = 0;
+  private broken: Error | undefined;
+
+  private constructor(count: number) {
+    const started: Promise<boolean>[] = [];
+    this.workers = Array.from({ length: count }, () => {
+      const worker = new Worker(new URL('./worker.js', import.meta.url));
+      started.push(
+        new Promise((resolve) => {
+          worker.once('message', (m) => resolve(m === READY));
+          worker.once('error', () => resolve(false));
+          worker.once('exit', () => resolve(false));
+        }),
+      );
+      worker.on('message', (m: JobDone | typeof READY) => {
+        if (m !== READY) this.settle(m);
+      });
+      worker.on('error', (e) => this.fail(e));
+      worker.on('exit', (code) => this.fail(new Error(`averaging worker thread exited (code ${code})`)));
+      return worker;
+    });
+    this.ready = Promise.all(started).then((all) => all.every(Boolean));
+  }
+
+  /** Starts `count` worker threads. */
+  static start(count: number): AveragePool {
+    return new AveragePool(count);
+  }
+
+  /** Allocates the two output buffers of `outputBytes` each and the crc table for `reads` checkpoints, and shares them with the workers. */
+  configure(outputBytes: number, reads: number): void {
+    const outputs = [0, 1].map(() => ({ buffer: new SharedArrayBuffer(outputBytes + SKEW), byteOffset: SKEW, byteLength: outputBytes }));
+    // A job's tensors fit in one output: at most one tile per TILE bytes, plus one partial tile per tensor.
+    const maxTiles = Math.ceil(outputBytes / TILE) + MAX_JOB_TENSORS;
+    const crcStride = maxTiles * reads;
+    const counters = new SharedArrayBuffer(8);
+    const crcs = new SharedArrayBuffer(2 * crcStride * 4);
+    const setup: WorkerSetup = { setup: true, tile: TILE, outputs, counters, crcs, crcStride, reads };
+    for (const w of this.workers) w.postMessage(setup);
+    this.shared = {
+      outputs: outputs.map((o) => new Uint8Array(o.buffer, o.byteOffset, o.byteLength)),
+      maxTiles,
+      counters: new Int32Array(counters),
+      crcs: new Uint32Array(crcs),
+      crcStride,
+      reads,
+    };
+  }
+
+  private get configured(): Configured {
+    if (this.shared === undefined) throw new CkptError('INVALID_ARGUMENT', 'averaging worker pool used before configure()', {});
+    return this.shared;
+  }
+
+  /** The output buffers, placed for fast writes. */
+  get outputs(): readonly Uint8Array[] {
+    return this.configured.outputs;
+  }
+
+  /** Number of worker threads. */
+  get size(): number {
+    return this.workers.length;
+  }
+
+  /** Most tiles in one job. */
+  get maxTiles(): number {
+    return this.configured.maxTiles;
+  }
+
+  /** Entries per tile in a job's crc table (the most reads a tile has). */
+  get reads(): number {
+    return this.configured.reads;
+  }
+
+  /**
+   * Runs `job` on every worker; resolves once no worker is still working on it (the output and the crc
+   * table are then complete), or rejects with what failed. Returns the job's crc table: for tile `t`
+   * (numbered through the job's tensors in order) and read `k`, the crc32 is at `t · reads + k`.
+   */
+  async run(job: Omit<Job, 'id'>): Promise<Uint32Array> {
+    if (this.broken !== undefined) throw this.broken;
+    const { counters, crcs, crcStride } = this.configured;
+    const full: Job = { ...job, id: this.nextId++ };
+    Atomics.store(counters, job.output, 0);
+    const done = new Promise<void>((resolve, reject) => {
+      this.running.set(full.id, { job: full, remaining: this.workers.length, failure: undefined, resolve, reject });
+    });
+    for (const w of this.workers) w.postMessage(full);
+    await done;
+    return crcs.subarray(job.output * crcStride, (job.output + 1) * crcStride);
+  }
+
+  private settle(m: JobDone): void {
+    const r = this.running.get(m.id);
+    if (r === undefined) return;
+    r.failure ??= m.failed;
+    if (--r.remaining > 0) return;
+    this.running.delete(m.id);
+    if (r.failure === undefined) r.resolve();
+    else r.reject(new JobFailed(r.failure));
+  }
+
+  private fail(e: Error): void {
+    this.broken ??= e;
+    for (const r of this.running.values()) r.reject(new CkptError('IO_ERROR', `averaging worker thread failed: ${e.message}`, { cause: e }));
+    this.running.clear();
+  }
+
+  /** Terminates the workers (waiting until they stopped). Never throws; idempotent. */
+  async close(): Promise<void> {
+    this.broken ??= new Error('the averaging worker threads were closed');
+    const workers = this.workers.splice(0);
+    await Promise.all(workers.map((w) => w.terminate().catch(() => undefined)));
+  }
+}

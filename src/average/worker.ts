@@ -1,0 +1,121 @@
+/**
+ * The worker thread of a parallel average (see `parallel.ts`). For each job it takes tiles from the
+ * shared counter until none is left; for each tile it reads the bytes of every input with `fs.readSync`
+ * on the descriptors the main thread opened, hashes and accumulates each read right after it (while it is
+ * in this core's cache) and writes the finished elements into the shared output buffer. Nothing here
+ * decides anything about the checkpoint: the main thread plans the jobs, combines the checksums and
+ * writes the output.
+ *
+ * @module
+ */
+import { readSync } from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import { crc32Implementation } from '../checkpoint/checksum.js';
+import type { AveragedDType } from './accumulate.js';
+import { type Job, type JobDone, type JobTensor, READY, tileCount, type WorkerSetup } from './parallel.js';
+import { Workspace } from './workspace.js';
+
+const port = parentPort;
+if (port === null) throw new Error('ckpt: src/average/worker.js runs only as a worker thread');
+
+/** Set by the pool's setup message, before any job. */
+let setup: WorkerSetup;
+let workspace: Workspace;
+let outputs: Uint8Array[];
+let counters: Int32Array;
+let crcTable: Uint32Array;
+
+function configure(s: WorkerSetup): void {
+  setup = s;
+  workspace = new Workspace({ chunk: s.tile, slots: 1 });
+  outputs = s.outputs.map((o) => new Uint8Array(o.buffer, o.byteOffset, o.byteLength));
+  counters = new Int32Array(s.counters);
+  crcTable = new Uint32Array(s.crcs);
+}
+/** Larger than any tile number: stops the other workers after a failure. */
+const STOP = 0x3fffffff;
+
+/** Reads `into.byteLength` bytes at `position` of `fd`; the bytes actually read (fewer at end of file). */
+function readFully(fd: number, into: Uint8Array, position: number): number {
+  let done = 0;
+  while (done < into.byteLength) {
+    const n = readSync(fd, into, done, into.byteLength - done, position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done;
+}
+
+/** Thrown by {@link runTile}: which read failed and how. */
+class ReadFailure {
+  constructor(
+    readonly read: number,
+    readonly error: unknown,
+    readonly short?: { offset: number; length: number; got: number },
+  ) {}
+}
+
+/** Tile `tile` of tensor `t` (bytes `tile · TILE`… of it); its crcs go to `crcs` at `crcAt`. */
+function runTile(job: Job, t: JobTensor, tile: number, crcAt: number): void {
+  const crc32 = crc32Implementation().fn;
+  const begin = tile * setup.tile;
+  const length = Math.min(setup.tile, t.length - begin);
+  const out = outputs[job.output] as Uint8Array;
+  for (let k = 0; k < t.reads.length; k++) {
+    const read = t.reads[k] as JobTensor['reads'][number];
+    const position = read.offset + begin;
+    const bytes = workspace.place(0, position, length);
+    let got: number;
+    try {
+      got = readFully(read.fd, bytes, position);
+    } catch (e) {
+      throw new ReadFailure(k, e);
+    }
+    if (got < length) throw new ReadFailure(k, undefined, { offset: position, length, got });
+    if (job.hash) crcTable[crcAt + k] = length === 0 ? 0 : crc32(bytes, 0);
+    if (t.weights !== undefined) workspace.accumulate(bytes, t.dtype as AveragedDType, t.weights[k] as number, k === 0);
+    else if (k === t.keep) out.set(bytes, t.at + begin);
+  }
+  if (t.weights !== undefined) workspace.finish(job.divisor, t.dtype as AveragedDType, out.subarray(t.at + begin, t.at + begin + length));
+}
+
+function run(job: Job): JobDone {
+  const base = job.output * setup.crcStride;
+  // Tiles are numbered through the tensors in order; `first` is the number of tensor t's first tile.
+  let t = 0;
+  let first = 0;
+  for (;;) {
+    const n = Atomics.add(counters, job.output, 1);
+    while (t < job.tensors.length && n >= first + tileCount((job.tensors[t] as JobTensor).length)) {
+      first += tileCount((job.tensors[t] as JobTensor).length);
+      t++;
+    }
+    if (t >= job.tensors.length) return { id: job.id };
+    try {
+      runTile(job, job.tensors[t] as JobTensor, n - first, base + n * setup.reads);
+    } catch (e) {
+      Atomics.store(counters, job.output, STOP);
+      const failure = e instanceof ReadFailure ? e : undefined;
+      const cause = (failure === undefined ? e : failure.error) as { code?: unknown; message?: unknown } | undefined;
+      return {
+        id: job.id,
+        failed: {
+          tensor: t,
+          read: failure?.read ?? -1,
+          ...(failure?.short === undefined ? {} : { short: failure.short }),
+          code: typeof cause?.code === 'string' ? cause.code : '',
+          message: cause instanceof Error ? cause.message : String(cause),
+        },
+      };
+    }
+  }
+}
+
+port.on('message', (m: WorkerSetup | Job) => {
+  if ('setup' in m) configure(m);
+  else port.postMessage(run(m));
+});
+// Load what the jobs use now, while the main thread is still opening the checkpoints.
+crc32Implementation();
+new Workspace({ chunk: 8, slots: 1 });
+port.postMessage(READY);

@@ -1,0 +1,219 @@
+/**
+ * Averaging on worker threads (src/average/parallel.ts, worker.ts): the same bytes as the calling
+ * thread in every case the single-thread stream handles, every failure typed and naming its file, and
+ * the fallbacks (other backends, sha256 inputs) taking over silently.
+ */
+import assert from 'node:assert/strict';
+import { closeSync, openSync } from 'node:fs';
+import { readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { describe, it } from 'node:test';
+import { type AverageOptions, averageCheckpoints } from '../src/average/average.js';
+import { TILE } from '../src/average/parallel.js';
+import { load } from '../src/checkpoint/api.js';
+import { openManager } from '../src/checkpoint/manager.js';
+import type { TrainState } from '../src/checkpoint/types.js';
+import { isCkptError } from '../src/errors.js';
+import { readHeaderLength } from '../src/format/safetensors.js';
+import type { Backend, ObjectReader } from '../src/storage/backend.js';
+import { faultyBackend } from '../src/storage/faulty.js';
+import { fsBackend } from '../src/storage/fs.js';
+import { memoryBackend } from '../src/storage/memory.js';
+import { type Tensor, type TensorMap, f32ToBf16, f32ToF16, tensor } from '../src/tensor/tensor.js';
+import { cli, randoms, tmpDir } from './helpers.js';
+
+/** A model with every averaged dtype, integers, booleans, an empty tensor, and tensors of 0.5 to 3.4 tiles. */
+function model(step: number): TensorMap {
+  const seed = step * 7919;
+  const f32 = (n: number, s: number): Tensor => tensor(randoms(n, seed + s), [n]);
+  return new Map<string, Tensor>([
+    ['big', f32((3 * TILE + 4 * 1000) / 4, 1)], // 3 tiles and a partial one
+    ['f64', tensor(Float64Array.from(randoms(TILE / 8 + 3, seed + 2)), [TILE / 8 + 3])], // just over a tile
+    ['tile', f32(TILE / 4, 3)], // exactly one tile
+    ['half', f32(TILE / 8, 4)],
+    ['h', tensor(Uint16Array.from(randoms(70_001, seed + 5), f32ToF16), [70_001], 'F16')],
+    ['bf', tensor(Uint16Array.from(randoms(90_000, seed + 6), f32ToBf16), [300, 300], 'BF16')],
+    ['count', tensor(new BigInt64Array([BigInt(step)]), [])],
+    ['mask', tensor(new Uint8Array([step % 2, 1, 0]), [3], 'BOOL')],
+    ['empty', tensor(new Float32Array(0), [0, 4])],
+    ...Array.from({ length: 40 }, (_, i): [string, Tensor] => [`small${i}`, f32(1 + i, 100 + i)]),
+  ]);
+}
+
+function stateAt(step: number): TrainState {
+  return {
+    step,
+    tensors: {
+      model: model(step),
+      ema: new Map([['w', tensor(randoms(50_000, step), [50_000])]]),
+      optimizer: new Map([
+        ['m', tensor(randoms(200_000, step + 1), [200_000])],
+        ['iterations', tensor(new BigInt64Array([BigInt(step)]), [])],
+      ]),
+    },
+    state: { step },
+    metrics: { loss: 1 / step },
+  };
+}
+
+async function makeRun(steps: number[], save: { checksum?: 'crc32' | 'sha256'; shardBytes?: number } = {}): Promise<string> {
+  const dir = await tmpDir('ckpt-avg-threads-');
+  const m = await openManager(dir, { sync: false, ...save });
+  for (const s of steps) await m.save(stateAt(s));
+  await m.close();
+  return dir;
+}
+
+/** Every file of a checkpoint directory: name → bytes. */
+async function files(dir: string): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for (const name of (await readdir(dir)).sort()) out.set(name, await readFile(join(dir, name)));
+  return out;
+}
+
+/** Averages with `threads` 0 and 2 into two outputs and asserts identical files; `workers`: threads the second used. */
+async function sameAsOneThread(run: string, options: AverageOptions, label: string, workers = 2): Promise<void> {
+  const outs = await tmpDir('ckpt-avg-threads-out-');
+  const results = [];
+  for (const threads of [0, 2]) {
+    results.push(await averageCheckpoints(run, { ...options, threads, out: join(outs, `t${threads}`), sync: false, now: 1_700_000_000_000 }));
+  }
+  const [one, two] = await Promise.all([files(join(outs, 't0')), files(join(outs, 't2'))]);
+  assert.deepEqual([...two.keys()], [...one.keys()], `${label}: same files`);
+  for (const [name, bytes] of one) assert.ok(bytes.equals(two.get(name) as Buffer), `${label}: ${name} is identical`);
+  assert.deepEqual(results[1]?.steps, results[0]?.steps);
+  assert.equal(results[0]?.threads, 0);
+  assert.equal(results[1]?.threads, workers, `${label}: worker threads used`);
+  await load(join(outs, 't2')); // verified
+}
+
+describe('averageCheckpoints on worker threads', () => {
+  it('writes the same bytes as the calling thread: dtypes, partial tiles, copied groups, weights, groups, verify off, sharded inputs', async () => {
+    const run = await makeRun([100, 200, 300, 400, 500]);
+    await sameAsOneThread(run, {}, 'default');
+    await sameAsOneThread(run, { select: { last: 3 }, weights: [1, 2, 3.5] }, 'weights');
+    await sameAsOneThread(run, { select: { steps: [500, 100] }, groups: ['model', 'ema'] }, 'groups');
+    await sameAsOneThread(run, { verify: false }, 'unverified');
+    await sameAsOneThread(run, { select: { last: 4 } }, 'power-of-two divisor');
+    const sharded = await makeRun([100, 200, 300], { shardBytes: 200_000 });
+    assert.ok((await readdir(join(sharded, 'step-00000300'))).includes('model-00002-of-00004.safetensors') || (await readdir(join(sharded, 'step-00000300'))).some((n) => n.startsWith('model-0000')));
+    await sameAsOneThread(sharded, { shardBytes: 300_000 }, 'sharded');
+  });
+
+  it('many small tensors go to the workers in jobs of several tensors', async () => {
+    const dir = await tmpDir('ckpt-avg-threads-');
+    const m = await openManager(dir, { sync: false });
+    for (const step of [1, 2, 3]) {
+      const g: TensorMap = new Map();
+      for (let i = 0; i < 5000; i++) g.set(`t${i}`, tensor(randoms(3, step * 10_000 + i), [3]));
+      g.set('last', tensor(randoms(300, step), [300]));
+      await m.save({ step, tensors: { model: g } });
+    }
+    await m.close();
+    await sameAsOneThread(dir, {}, 'small tensors');
+  });
+
+  it('inputs with sha256 checksums, and backends without file descriptors, are averaged on the calling thread', async () => {
+    const run = await makeRun([1, 2], { checksum: 'sha256' });
+    await sameAsOneThread(run, {}, 'sha256', 0);
+    // Unverified, nothing needs hashing: the workers serve.
+    await sameAsOneThread(run, { verify: false }, 'sha256 unverified');
+    const backend = memoryBackend();
+    const m = await openManager({ backend, key: 'run' }, { sync: false });
+    for (const s of [1, 2, 3]) await m.save(stateAt(s));
+    await m.close();
+    const r = await averageCheckpoints({ backend, key: 'run' }, { threads: 2 });
+    assert.deepEqual(r.steps, [1, 2, 3]);
+    assert.equal(r.threads, 0);
+  });
+
+  it('a corrupt tensor is CHECKSUM_MISMATCH naming the file, in an averaged or a copied group; nothing is written', async () => {
+    // An older checkpoint's averaged group, the newest's copied group (the only one of it read).
+    for (const [step, file] of [[2, 'model.safetensors'], [3, 'optimizer.safetensors']] as const) {
+      const run = await makeRun([1, 2, 3]);
+      const path = join(run, `step-0000000${step}`, file);
+      const bytes = await readFile(path);
+      const at = 8 + readHeaderLength(bytes, bytes.length, path) + 1000;
+      bytes[at] = (bytes[at] as number) ^ 0x10;
+      await writeFile(path, bytes);
+      await assert.rejects(averageCheckpoints(run, { threads: 2 }), (e) => isCkptError(e) && e.code === 'CHECKSUM_MISMATCH' && e.path === path && e.step === step);
+      assert.ok(!(await readdir(run)).includes('avg'), 'no output');
+      assert.deepEqual((await readdir(run)).filter((n) => !n.startsWith('step-')), []);
+    }
+  });
+
+  it('a file that shrinks, or fails to read, after it was opened is a typed error naming it; nothing is written', async () => {
+    const run = await makeRun([1, 2]);
+    const path = join(run, 'step-00000001', 'model.safetensors');
+    const { size } = await stat(path);
+    // The fs backend, with one file damaged right after the averaging opened it.
+    const damaged = (damage: (reader: ObjectReader) => Promise<ObjectReader>): Backend => {
+      const inner = fsBackend(dirname(run));
+      return {
+        ...inner,
+        openReader: async (key) => {
+          const reader = await (inner.openReader as NonNullable<Backend['openReader']>)(key);
+          return inner.describe(key) === path ? damage(reader) : reader;
+        },
+      };
+    };
+    const shrinks = damaged(async (reader) => {
+      await truncate(path, size - 100);
+      return reader;
+    });
+    const location = (backend: Backend): { backend: Backend; key: string } => ({ backend, key: basename(run) });
+    await assert.rejects(averageCheckpoints(location(shrinks), { threads: 2, verify: false }), (e) => isCkptError(e) && e.code === 'FILE_LENGTH_MISMATCH' && e.path === path && e.step === 1 && /ended while averaging/.test(e.message));
+    await truncate(path, size);
+    // A descriptor that cannot be read (a directory's): the system error, typed, naming the file.
+    const dirFd = openSync(run, 'r');
+    try {
+      const unreadable = damaged(async (reader) => ({ ...reader, fd: dirFd, read: reader.read.bind(reader), close: reader.close.bind(reader) }));
+      await assert.rejects(averageCheckpoints(location(unreadable), { threads: 2, verify: false }), (e) => isCkptError(e) && e.code === 'IO_ERROR' && e.path === path && /EISDIR/.test(e.message));
+    } finally {
+      closeSync(dirFd);
+    }
+    assert.deepEqual((await readdir(run)).filter((n) => !n.startsWith('step-')), []);
+  });
+
+  it('a failure writing the output, at every operation, is typed, leaves nothing, and stops the workers', async () => {
+    const run = await makeRun([1, 2, 3]);
+    const outRoot = await tmpDir('ckpt-avg-threads-out-');
+    const probe = faultyBackend(fsBackend(outRoot), {});
+    await averageCheckpoints(run, { threads: 2, out: { backend: probe, key: 'probe' }, sync: true });
+    const operations = probe.count;
+    assert.ok(operations > 10, `${operations} operations`);
+    for (let failAt = 0; failAt < operations; failAt++) {
+      const backend = faultyBackend(fsBackend(outRoot), { failAt, errno: failAt % 2 === 0 ? 'ENOSPC' : 'EIO' });
+      try {
+        await averageCheckpoints(run, { threads: 2, out: { backend, key: `out-${failAt}` }, sync: true });
+      } catch (e) {
+        assert.ok(isCkptError(e) && (e.code === 'NO_SPACE' || e.code === 'IO_ERROR'), `failAt ${failAt}: ${String(e)}`);
+        assert.ok(!(await readdir(outRoot)).includes(`out-${failAt}`) || (await readdir(join(outRoot, `out-${failAt}`))).includes('manifest.json'), 'whole or absent');
+      }
+    }
+  });
+
+  it('threads must be an integer from 0 to 64', async () => {
+    const run = await makeRun([1]);
+    for (const threads of [-1, 1.5, 65, Number.NaN]) {
+      await assert.rejects(averageCheckpoints(run, { threads }), (e) => isCkptError(e) && e.code === 'INVALID_ARGUMENT' && /threads/.test(e.message));
+    }
+    const r = await averageCheckpoints(run, { threads: 64, out: join(run, '..', `${run.split('/').pop()}-avg64`) });
+    assert.deepEqual(r.steps, [1]);
+  });
+
+  it('ckpt average --threads N (reported by --json); a bad count is a usage error', async () => {
+    const run = await makeRun([1, 2]);
+    const r = await cli('average', run, '--threads', '2', '--json');
+    assert.equal(r.code, 0, r.err);
+    const j = JSON.parse(r.out) as { threads: number; steps: number[] };
+    assert.deepEqual([j.threads, j.steps], [2, [1, 2]]);
+    const zero = await cli('average', run, '--threads', '0', '--json', '--overwrite');
+    assert.equal((JSON.parse(zero.out) as { threads: number }).threads, 0);
+    for (const bad of ['-1', '1.5', 'x', '65']) {
+      const u = await cli('average', run, '--threads', bad, '--overwrite');
+      assert.equal(u.code, 2, `--threads ${bad}: ${u.err}`);
+      assert.match(u.err, /--threads/);
+    }
+  });
+});
