@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { checksumAlgorithm, crc32Implementation, crc32Implementations, createHasher, tableCrc32 } from './checksum.js';
+import { checksumAlgorithm, crc32Combine, crc32Implementation, crc32Implementations, createHasher, tableCrc32 } from './checksum.js';
 
 const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -49,6 +49,39 @@ describe('checksums', () => {
       });
     assert.equal(pick('table'), 'table');
     assert.equal(pick('bogus'), crc32Implementations()[0]?.name);
+  });
+  it('crc32Combine gives the crc32 of a concatenation, at every split, and through Hasher.append', () => {
+    const data = Uint8Array.from({ length: 3000 }, (_, i) => (i * 2654435761) >>> 24);
+    const crc = tableCrc32;
+    for (let split = 0; split <= data.length; split += split < 40 ? 1 : 97) {
+      const a = data.subarray(0, split);
+      const b = data.subarray(split);
+      assert.equal(crc32Combine(crc(a), crc(b), b.length), crc(data) >>> 0, `split at ${split}`);
+    }
+    assert.equal(crc32Combine(0x12345678, 0, 0), 0x12345678);
+    // Pieces hashed elsewhere, appended in order, after bytes hashed here.
+    const h = createHasher('crc32');
+    h.update(data.subarray(0, 10));
+    h.append?.(crc(data.subarray(10, 2000)), 1990);
+    h.append?.(crc(data.subarray(2000)), 1000);
+    assert.equal(h.digest(), `crc32:${(crc(data) >>> 0).toString(16).padStart(8, '0')}`);
+    assert.equal(createHasher('sha256').append, undefined);
+  });
+  it('crc32Combine is exact for lengths past 2^32 (files of several GiB)', () => {
+    // The crc32 of n zero bytes, by doubling with crc32Combine, against appending 1 MiB blocks one by
+    // one: two different paths through the length's bits. 5 GiB + 3 MiB exercises bits above 32.
+    const fn = crc32Implementation().fn;
+    const block = fn(new Uint8Array(1 << 20));
+    const blocks = 5 * 1024 + 3;
+    let linear = 0;
+    for (let i = 0; i < blocks; i++) linear = crc32Combine(linear, block, 1 << 20);
+    let doubled = 0;
+    let power = block; // crc32 of 2^k MiB of zeros
+    for (let k = 0, n = blocks; n > 0; k++, n = Math.floor(n / 2)) {
+      if (n % 2 === 1) doubled = crc32Combine(doubled, power, 2 ** k * (1 << 20));
+      power = crc32Combine(power, power, 2 ** k * (1 << 20));
+    }
+    assert.equal(doubled, linear);
   });
   it('sha256 matches the standard value', () => {
     const h = createHasher('sha256');
