@@ -1,16 +1,16 @@
 /**
  * The worker thread of a parallel average (see `parallel.ts`). For each job it takes tiles from the
- * shared counter until none is left; for each tile it reads the bytes of every input with `fs.readSync`
- * on the descriptors the main thread opened, hashes and accumulates each read right after it (while it is
- * in this core's cache) and writes the finished elements into the shared output buffer. Nothing here
- * decides anything about the checkpoint: the main thread plans the jobs, combines the checksums and
- * writes the output.
+ * shared counter until none is left; for each tile it reads the bytes of every input synchronously from
+ * the descriptors the main thread opened (the fs backend's `readDescriptor`), hashes and accumulates
+ * each read right after it (while it is in this core's cache) and writes the finished elements into the
+ * shared output buffer. Nothing here decides anything about the checkpoint: the main thread plans the
+ * jobs, combines the checksums and writes the output.
  *
  * @module
  */
-import { readSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { crc32Implementation } from '../checkpoint/checksum.js';
+import { readDescriptor } from '../storage/fs.js';
 import type { AveragedDType } from './accumulate.js';
 import { type Job, type JobDone, type JobTensor, READY, tileCount, type WorkerSetup } from './parallel.js';
 import { Workspace } from './workspace.js';
@@ -35,17 +35,6 @@ function configure(s: WorkerSetup): void {
 /** Larger than any tile number: stops the other workers after a failure. */
 const STOP = 0x3fffffff;
 
-/** Reads `into.byteLength` bytes at `position` of `fd`; the bytes actually read (fewer at end of file). */
-function readFully(fd: number, into: Uint8Array, position: number): number {
-  let done = 0;
-  while (done < into.byteLength) {
-    const n = readSync(fd, into, done, into.byteLength - done, position + done);
-    if (n === 0) break;
-    done += n;
-  }
-  return done;
-}
-
 /** Thrown by {@link runTile}: which read failed and how. */
 class ReadFailure {
   constructor(
@@ -67,7 +56,7 @@ function runTile(job: Job, t: JobTensor, tile: number, crcAt: number): void {
     const bytes = workspace.place(0, position, length);
     let got: number;
     try {
-      got = readFully(read.fd, bytes, position);
+      got = readDescriptor(read.fd, bytes, position);
     } catch (e) {
       throw new ReadFailure(k, e);
     }

@@ -155,7 +155,7 @@ describe('averaging while a writer saves', () => {
     const largeBytes = 256 * 1024;
     // Retention keeps the last 2 and the best 1: averaging the last 2 races with the deletion of each.
     const writer = startChild(saver, [dir, String(largeBytes), '0', '0']);
-    const stats = { averages: 0, succeeded: 0, failures: {} as Record<string, number> };
+    const stats = { averages: 0, succeeded: 0, onWorkers: 0, failures: {} as Record<string, number> };
     try {
       await writer.waitFor(/^saved 3$/);
       const until = Date.now() + READER_MS;
@@ -163,7 +163,9 @@ describe('averaging while a writer saves', () => {
         const out = join(outs, `avg-${i}`);
         stats.averages++;
         try {
-          const r = await averageCheckpoints(dir, { select: { last: 2 }, out, sync: false });
+          // On this thread and on worker threads (which read the open files' descriptors) in turn.
+          const r = await averageCheckpoints(dir, { select: { last: 2 }, out, sync: false, threads: i % 2 === 0 ? 0 : 2 });
+          if (r.threads > 0) stats.onWorkers++;
           const ck = await load(out);
           // Every element of the layers of step s is s, the F64 bias is [s, s + 0.5] (crash-state.ts):
           // the average is the mean of the steps it reports.
@@ -186,7 +188,7 @@ describe('averaging while a writer saves', () => {
         }
         await sleep(0);
       }
-      assert.ok(stats.succeeded > 0, 'some averages succeeded');
+      assert.ok(stats.succeeded > 0 && stats.onWorkers > 0, 'some averages succeeded, some of them on worker threads');
       console.log(`# averaging during saves: ${JSON.stringify(stats)}`);
     } finally {
       writer.process.kill('SIGKILL');
