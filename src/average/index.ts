@@ -13,6 +13,7 @@ export {
   DEFAULT_AVERAGE_LAST,
   DEFAULT_AVERAGE_DIR,
   AVERAGE_METHOD,
+  MAX_THREADS,
 } from './average.js';
 export type {
   AverageSelection,
