@@ -8,6 +8,7 @@ import { closeSync, openSync } from 'node:fs';
 import { readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
+import { availableParallelism } from 'node:os';
 import { type AverageOptions, averageCheckpoints } from '../src/average/average.js';
 import { TILE } from '../src/average/parallel.js';
 import { load } from '../src/checkpoint/api.js';
@@ -215,5 +216,27 @@ describe('averageCheckpoints on worker threads', () => {
       assert.equal(u.code, 2, `--threads ${bad}: ${u.err}`);
       assert.match(u.err, /--threads/);
     }
+  });
+
+  it('by default, worker threads (one per core, at most 4) from 64 MiB to read, none below', async () => {
+    const dir = await tmpDir('ckpt-avg-threads-');
+    const m = await openManager(dir, { sync: false });
+    const elements = (33 * 1024 * 1024) / 4;
+    for (const step of [1, 2]) await m.save({ step, tensors: { model: new Map([['w', tensor(new Float32Array(elements).fill(step), [elements])]]) } });
+    await m.close();
+    const big = await averageCheckpoints(dir, { out: join(dir, '..', `${basename(dir)}-big`), sync: false });
+    assert.equal(big.threads, Math.min(availableParallelism(), 4));
+    const w = (await load(big.location)).tensors.model?.get('w');
+    assert.ok(w !== undefined && new Float32Array(w.data.buffer, w.data.byteOffset, elements).every((x) => x === 1.5));
+    const small = await averageCheckpoints(await makeRun([1, 2]), {});
+    assert.equal(small.threads, 0);
+  });
+
+  it('a group whose tensors are all empty', async () => {
+    const dir = await tmpDir('ckpt-avg-threads-');
+    const m = await openManager(dir, { sync: false });
+    for (const step of [1, 2, 3]) await m.save({ step, tensors: { model: new Map([['e', tensor(new Float32Array(0), [0])], ['f', tensor(new Float64Array(0), [2, 0])]]) } });
+    await m.close();
+    await sameAsOneThread(dir, {}, 'empty tensors');
   });
 });
