@@ -125,10 +125,10 @@ export class AveragePool {
   private nextId = 0;
   private broken: Error | undefined;
 
-  private constructor(count: number) {
+  private constructor(count: number, script: URL) {
     const started: Promise<boolean>[] = [];
     this.workers = Array.from({ length: count }, () => {
-      const worker = new Worker(new URL('./worker.js', import.meta.url));
+      const worker = new Worker(script);
       started.push(
         new Promise((resolve) => {
           worker.once('message', (m) => resolve(m === READY));
@@ -146,9 +146,9 @@ export class AveragePool {
     this.ready = Promise.all(started).then((all) => all.every(Boolean));
   }
 
-  /** Starts `count` worker threads. */
-  static start(count: number): AveragePool {
-    return new AveragePool(count);
+  /** Starts `count` worker threads running `script` (the compiled `worker.ts` next to this module). */
+  static start(count: number, script = new URL('./worker.js', import.meta.url)): AveragePool {
+    return new AveragePool(count, script);
   }
 
   /** Allocates the two output buffers of `outputBytes` each and the crc table for `reads` checkpoints, and shares them with the workers. */
