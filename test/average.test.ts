@@ -439,13 +439,15 @@ describe('averageCheckpoints without WebAssembly (node --jitless)', () => {
     const fourth: Values = { w: [0.1, -2, 7], b: [1e-40, 3], h: [65504, -1], bf: [1, 3e38] };
     const dir = await makeRun([100, 200, 300, 400].map((step) => withBig(stateAt(step, {}, VALUES[step] ?? fourth))));
     const averageModule = fileURLToPath(new URL('../src/average/average.js', import.meta.url));
-    for (const last of [3, 4]) {
-      const simdOut = join(dir, `simd-${last}`);
-      const jsOut = join(dir, `js-${last}`);
+    // On this thread and on worker threads (which then run the TypeScript loops too).
+    for (const [last, threads] of [[3, 0], [4, 0], [3, 2]] as const) {
+      const simdOut = join(dir, `simd-${last}-${threads}`);
+      const jsOut = join(dir, `js-${last}-${threads}`);
       await average(dir, { select: { last }, out: simdOut });
-      const code = `const { averageCheckpoints } = await import(${JSON.stringify(pathToFileURL(averageModule).href)}); await averageCheckpoints(${JSON.stringify(dir)}, { select: { last: ${last} }, out: ${JSON.stringify(jsOut)}, sync: false });`;
+      const code = `const { averageCheckpoints } = await import(${JSON.stringify(pathToFileURL(averageModule).href)}); const r = await averageCheckpoints(${JSON.stringify(dir)}, { select: { last: ${last} }, out: ${JSON.stringify(jsOut)}, sync: false, threads: ${threads} }); process.stdout.write(String(r.threads));`;
       const child = spawnSync(process.execPath, ['--jitless', '--input-type=module', '-e', code], { encoding: 'utf8' });
       assert.equal(child.status, 0, child.stderr);
+      assert.equal(child.stdout, String(threads));
       const [a, b] = [await load(simdOut), await load(jsOut)];
       for (const [name, t] of a.tensors.model ?? new Map<string, Tensor>()) {
         assert.deepEqual(Buffer.from(b.tensors.model?.get(name)?.data ?? []), Buffer.from(t.data), `${name} of the last ${last}`);

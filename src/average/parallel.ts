@@ -17,6 +17,7 @@ import { Worker } from 'node:worker_threads';
 import { SKEW } from '../buffers.js';
 import { CkptError } from '../errors.js';
 import type { DType } from '../tensor/dtype.js';
+import { simdModule } from './simd.js';
 
 /** Bytes a worker reads, hashes and accumulates at a time (measured: 64-256 KiB stay in a core's cache). */
 export const TILE = 128 * 1024;
@@ -128,7 +129,15 @@ export class AveragePool {
   private constructor(count: number, script: URL) {
     const started: Promise<boolean>[] = [];
     this.workers = Array.from({ length: count }, () => {
-      const worker = new Worker(script);
+      // The kernels compiled once, here, rather than by every worker.
+      const module = simdModule();
+      const worker = new Worker(script, {
+        // None of the process's Node options: the worker is compiled JavaScript that needs none, and
+        // some would stop it from loading (`--input-type`, given with `node -e`). V8's flags
+        // (`--jitless`, …) are the process's anyway.
+        execArgv: [],
+        ...(module === undefined ? {} : { workerData: { simd: module } }),
+      });
       started.push(
         new Promise((resolve) => {
           worker.once('message', (m) => resolve(m === READY));

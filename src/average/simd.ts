@@ -274,11 +274,11 @@ function wasmGlobal(): WasmGlobal | undefined {
 }
 
 /**
- * A fresh memory of `bytes` (rounded up to whole pages) with the kernels bound to it, or undefined where
- * WebAssembly or its SIMD instructions are unavailable (`--jitless`, old engines): callers then use the
- * TypeScript loops of `accumulate.ts`.
+ * The compiled module (compiled on first use), or undefined where WebAssembly or its SIMD instructions
+ * are unavailable. A `WebAssembly.Module` can be sent to a worker thread, which then {@link adoptSimdModule}s
+ * it instead of compiling its own.
  */
-export function createSimd(bytes: number): { memory: WasmMemory; kernels: SimdKernels } | undefined {
+export function simdModule(): object | undefined {
   const wasm = wasmGlobal();
   if (wasm === undefined) return undefined;
   if (compiled === undefined) {
@@ -288,13 +288,29 @@ export function createSimd(bytes: number): { memory: WasmMemory; kernels: SimdKe
       compiled = null;
     }
   }
-  if (compiled === null) return undefined;
+  return compiled ?? undefined;
+}
+
+/** Uses `module`, a {@link simdModule} compiled by another thread, unless this one has compiled its own. */
+export function adoptSimdModule(module: object): void {
+  compiled ??= module;
+}
+
+/**
+ * A fresh memory of `bytes` (rounded up to whole pages) with the kernels bound to it, or undefined where
+ * WebAssembly or its SIMD instructions are unavailable (`--jitless`, old engines): callers then use the
+ * TypeScript loops of `accumulate.ts`.
+ */
+export function createSimd(bytes: number): { memory: WasmMemory; kernels: SimdKernels } | undefined {
+  const wasm = wasmGlobal();
+  const module = simdModule();
+  if (wasm === undefined || module === undefined) return undefined;
   const pages = Math.max(1, Math.ceil(bytes / WASM_PAGE));
   let memory: WasmMemory;
   let exports: Record<string, unknown>;
   try {
     memory = new wasm.Memory({ initial: pages, maximum: pages });
-    exports = new wasm.Instance(compiled, { env: { memory } }).exports;
+    exports = new wasm.Instance(module, { env: { memory } }).exports;
   } catch {
     return undefined;
   }

@@ -1,18 +1,19 @@
 /**
  * The worker thread of a parallel average (see `parallel.ts`). For each job it takes tiles from the
  * shared counter until none is left; for each tile it reads the bytes of every input synchronously from
- * the descriptors the main thread opened (the fs backend's `readDescriptor`), hashes and accumulates
+ * the descriptors the main thread opened (`readDescriptor` of the fs backend), hashes and accumulates
  * each read right after it (while it is in this core's cache) and writes the finished elements into the
  * shared output buffer. Nothing here decides anything about the checkpoint: the main thread plans the
  * jobs, combines the checksums and writes the output.
  *
  * @module
  */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { crc32Implementation } from '../checkpoint/checksum.js';
-import { readDescriptor } from '../storage/fs.js';
+import { readDescriptor } from '../storage/fs-descriptor.js';
 import type { AveragedDType } from './accumulate.js';
 import { type Job, type JobDone, type JobTensor, READY, tileCount, type WorkerSetup } from './parallel.js';
+import { adoptSimdModule } from './simd.js';
 import { Workspace } from './workspace.js';
 
 const port = parentPort;
@@ -105,6 +106,8 @@ port.on('message', (m: WorkerSetup | Job) => {
   else port.postMessage(run(m));
 });
 // Load what the jobs use now, while the main thread is still opening the checkpoints.
+const shared = (workerData as { simd?: object } | null)?.simd;
+if (shared !== undefined) adoptSimdModule(shared);
 crc32Implementation();
 new Workspace({ chunk: 8, slots: 1 });
 port.postMessage(READY);

@@ -1,5 +1,5 @@
 import { Buffer } from 'node:buffer';
-import { createHash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import * as zlib from 'node:zlib';
 import { CkptError } from '../errors.js';
@@ -153,10 +153,22 @@ export function crc32Combine(crcA: number, crcB: number, lengthB: number): numbe
   return (multModP(xPow8n(lengthB), crcA >>> 0) ^ crcB) >>> 0;
 }
 
+/** What is used of node:crypto. */
+interface NodeCrypto {
+  createHash(algorithm: 'sha256'): Hash;
+}
+
+let crypto: NodeCrypto | undefined;
+
+/** node:crypto, loaded on first use of sha256 (a worker thread that only needs crc32 never loads it). */
+function nodeCrypto(): NodeCrypto {
+  return (crypto ??= createRequire(import.meta.url)('node:crypto') as NodeCrypto);
+}
+
 /** Creates a {@link Hasher} for `algorithm`. */
 export function createHasher(algorithm: ChecksumAlgorithm): Hasher {
   if (algorithm === 'sha256') {
-    const h = createHash('sha256');
+    const h = nodeCrypto().createHash('sha256');
     return {
       update: (chunk) => void h.update(chunk),
       digest: () => `sha256:${h.digest('hex')}`,

@@ -21,7 +21,6 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
-import { readSync } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
@@ -108,21 +107,6 @@ async function writeAll(handle: FileHandle, chunk: Uint8Array, position: number)
     if (bytesWritten <= 0) throw Object.assign(new Error('write(2) made no progress'), { code: 'EIO' });
     done += bytesWritten;
   }
-}
-
-/**
- * Reads `into.byteLength` bytes at `position` of the open file descriptor `fd` (an `ObjectReader.fd`),
- * synchronously, for a worker thread that reads a file the main thread opened. Returns how many bytes
- * were read (fewer at end of file); system errors are thrown as they are.
- */
-export function readDescriptor(fd: number, into: Uint8Array, position: number): number {
-  let done = 0;
-  while (done < into.byteLength) {
-    const n = readSync(fd, into, done, Math.min(into.byteLength - done, MAX_IO_BYTES), position + done);
-    if (n === 0) break;
-    done += n;
-  }
-  return done;
 }
 
 /** Reads up to `length` bytes at `position` into `target[0..length)`; returns how many (short at EOF). */
