@@ -20,7 +20,7 @@ import type { Backend, ObjectReader } from '../storage/backend.js';
 import { openReader } from '../storage/reader.js';
 import type { DType } from '../tensor/dtype.js';
 import { isAveragedDType } from './accumulate.js';
-import { AveragePool, JobFailed, MAX_JOB_TENSORS, TILE, tileCount } from './parallel.js';
+import { AveragePool, JobFailed, MAX_JOB_TENSORS, OUTPUTS, TILE, tileCount } from './parallel.js';
 import { Workspace } from './workspace.js';
 
 /**
@@ -721,10 +721,11 @@ function streamPlan(sources: GroupSources, weights: readonly number[] | undefine
 /**
  * {@link groupStream} computed by the worker threads of `pool`: consecutive tensors that fit in one
  * output buffer form a job, which the workers read (from the descriptors of the open files), hash and
- * accumulate tile by tile; their crc32s are combined into the files' checksums here, in file order. The
- * two output buffers alternate between jobs, and a job starts as soon as the tensors last in its buffer
- * were written. The numerics are the same kernels in the same order, so the bytes are those of the
- * single-thread stream.
+ * accumulate tile by tile; their crc32s are combined into the files' checksums here, in file order. Jobs
+ * take the pool's output buffers in turn, and a job starts as soon as the tensors last in its buffer
+ * were written: with three buffers, one job ahead of the one being read, so the workers go from one job
+ * to the next without waiting for this thread. The numerics are the same kernels in the same order, so
+ * the bytes are those of the single-thread stream.
  */
 function parallelGroupStream(sources: GroupSources, weights: readonly number[] | undefined, pool: AveragePool): TensorStream {
   const { newest, specs, sizes, total, plan } = streamPlan(sources, weights);
@@ -766,7 +767,7 @@ function parallelGroupStream(sources: GroupSources, weights: readonly number[] |
     let crcs: Uint32Array;
     try {
       crcs = await pool.run({
-        output: b % 2,
+        output: b % OUTPUTS,
         divisor: total,
         hash: sources.verify,
         tensors: tensors.map(({ i, spec, from, files }) => ({
@@ -804,9 +805,9 @@ function parallelGroupStream(sources: GroupSources, weights: readonly number[] |
         await sources.startWithoutReads();
       }
       // Tensors up to i - 2 are written (see TensorStream.alternating): a job may start once the
-      // tensors of the job before the previous one, which used the same buffer, are.
+      // tensors of the job that used its buffer last (OUTPUTS jobs before) are.
       for (let b = jobs.length; b < starts.length; b++) {
-        if (b >= 2 && (starts[b - 1] as number) - 1 > i - 2) break;
+        if (b >= OUTPUTS && (starts[b - OUTPUTS + 1] as number) - 1 > i - 2) break;
         const job = runJob(b);
         // Awaited by the read of its first tensor; a failure after the save gave up is not unhandled.
         job.catch(() => undefined);
@@ -816,7 +817,7 @@ function parallelGroupStream(sources: GroupSources, weights: readonly number[] |
       const job = jobs[b];
       if (job === undefined) throw new CkptError('INVALID_ARGUMENT', `averaging: tensor ${i} read before the tensors before it were written`, {});
       await job;
-      return (pool.outputs[b % 2] as Uint8Array).subarray(offsets[i], (offsets[i] as number) + (sizes[i] as number));
+      return (pool.outputs[b % OUTPUTS] as Uint8Array).subarray(offsets[i], (offsets[i] as number) + (sizes[i] as number));
     },
     async end() {
       try {

@@ -22,6 +22,12 @@ import { simdModule } from './simd.js';
 /** Bytes a worker reads, hashes and accumulates at a time (measured: 64-256 KiB stay in a core's cache). */
 export const TILE = 128 * 1024;
 
+/**
+ * Output buffers. While one is written, the workers fill the next and may go on to the one after (its
+ * tensors were written before): they never wait for the main thread between two jobs.
+ */
+export const OUTPUTS = 3;
+
 /** Most tensors in one job (bounds the crc32 table). */
 export const MAX_JOB_TENSORS = 4096;
 
@@ -32,7 +38,7 @@ export const READY = 'ready';
 export interface WorkerSetup {
   readonly setup: true;
   readonly tile: number;
-  /** The two output buffers (views of shared memory). */
+  /** The {@link OUTPUTS} output buffers (views of shared memory). */
   readonly outputs: readonly { readonly buffer: SharedArrayBuffer; readonly byteOffset: number; readonly byteLength: number }[];
   /** One Int32 per output: the next tile of the job filling that output. */
   readonly counters: SharedArrayBuffer;
@@ -113,7 +119,7 @@ interface Configured {
 }
 
 /**
- * The worker threads of one averaging, the two output buffers they fill and the tables they report
+ * The worker threads of one averaging, the output buffers they fill and the tables they report
  * in. Started early (a thread takes tens of ms to load), {@link configure}d once the sizes are known;
  * `close` terminates the workers (before the files they read are closed).
  */
@@ -160,14 +166,17 @@ export class AveragePool {
     return new AveragePool(count, script);
   }
 
-  /** Allocates the two output buffers of `outputBytes` each and the crc table for `reads` checkpoints, and shares them with the workers. */
+  /**
+   * Allocates the {@link OUTPUTS} output buffers of `outputBytes` each and the crc table for `reads`
+   * checkpoints, and shares them with the workers.
+   */
   configure(outputBytes: number, reads: number): void {
-    const outputs = [0, 1].map(() => ({ buffer: new SharedArrayBuffer(outputBytes + SKEW), byteOffset: SKEW, byteLength: outputBytes }));
+    const outputs = Array.from({ length: OUTPUTS }, () => ({ buffer: new SharedArrayBuffer(outputBytes + SKEW), byteOffset: SKEW, byteLength: outputBytes }));
     // A job's tensors fit in one output: at most one tile per TILE bytes, plus one partial tile per tensor.
     const maxTiles = Math.ceil(outputBytes / TILE) + MAX_JOB_TENSORS;
     const crcStride = maxTiles * reads;
-    const counters = new SharedArrayBuffer(8);
-    const crcs = new SharedArrayBuffer(2 * crcStride * 4);
+    const counters = new SharedArrayBuffer(4 * OUTPUTS);
+    const crcs = new SharedArrayBuffer(OUTPUTS * crcStride * 4);
     const setup: WorkerSetup = { setup: true, tile: TILE, outputs, counters, crcs, crcStride, reads };
     for (const w of this.workers) w.postMessage(setup);
     this.shared = {
