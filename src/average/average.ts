@@ -994,14 +994,16 @@ async function recoverReplaced(backend: Backend, key: string, sync: boolean): Pr
  *   group (optimizer, …) from the newest selected checkpoint, so training resumes from it with averaged
  *   weights; `parentStep` is that step; metrics are left empty (the averaged weights were never
  *   evaluated); `metadata.averaged` records `{ method, steps, weights, groups, selection }`.
- * - Streaming: each tensor is read in chunks of up to 4 MiB (each chunk from every checkpoint in turn),
- *   accumulated and written as it is produced; every input file is opened at the start (after which a
- *   writer deleting its checkpoint cannot affect it on a POSIX file system) and read front to back, two
- *   reads ahead of the chunk being hashed and accumulated (WebAssembly SIMD for F32, F64 and BF16). So
- *   memory is twice the largest tensor's bytes (two output buffers: one tensor is written while the
- *   next is produced) plus ~32 MiB of read slots and chunk accumulator plus a few MiB of write buffer,
- *   whatever the number or size of the checkpoints. Time is bound by this thread's CPU: with
- *   verification, crc32 and the accumulation of every byte read.
+ * - Streaming: every input file is opened at the start (after which a writer deleting its checkpoint
+ *   cannot affect it on a POSIX file system) and each output tensor is produced while the previous one
+ *   is written (WebAssembly SIMD for F32, F64 and BF16). On worker threads (`threads`; by default one
+ *   per core, at most 4, from 64 MiB of local files to read), each worker reads 128 KiB tiles of every
+ *   input itself and hashes and accumulates them while they are in its core's cache; this thread
+ *   combines the crc32s in file order and writes. On this thread (other backends, sha256 inputs,
+ *   `threads: 0`), tensors are read in chunks of up to 4 MiB, two reads ahead of the chunk being hashed
+ *   and accumulated. Memory is two (on this thread) or three (with workers) times the largest tensor's
+ *   bytes for the output buffers, plus ~32 MiB of read slots and accumulator and a few MiB per worker
+ *   thread, whatever the number or size of the checkpoints; the bytes written are the same either way.
  * - It does not take the run's writer lock, so it can run beside training. When retention deletes a
  *   selected checkpoint before its files are open, the averaging starts over with a fresh selection (up
  *   to 25 times); with explicit `steps` it fails (`NOT_FOUND` / `FILE_MISSING` / `MANIFEST_MISSING`). A
