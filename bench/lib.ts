@@ -35,6 +35,13 @@ export async function bestTime(fn: () => Promise<unknown> | unknown, reps: numbe
   return best;
 }
 
+/** The median of some numbers (the mean of the middle two for an even count). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
 /** `1.23 GB/s` for `bytes` moved in `seconds`. */
 export function rate(bytes: number, seconds: number): string {
   return `${(bytes / seconds / 1e9).toFixed(2)} GB/s`;

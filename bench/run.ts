@@ -20,7 +20,7 @@ import { writeCheckpoint } from '../src/checkpoint/save.js';
 import { encodeSafetensors, parseHeader, readHeaderLength, serializeSafetensors } from '../src/format/safetensors.js';
 import { fsBackend } from '../src/storage/fs.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
-import { type Row, bestTime, filled, machine, ms, rate, rawRead, rawReadWhileHashing, rawWrite, rawWriteWhileHashing, readBuffer, remove, totalBytes } from './lib.js';
+import { type Row, bestTime, filled, machine, median, ms, rate, rawRead, rawReadWhileHashing, rawWrite, rawWriteWhileHashing, readBuffer, remove, totalBytes } from './lib.js';
 import { timeTfEma } from './tfjs-ema.js';
 import { timeTorch } from './torch.js';
 
@@ -156,8 +156,9 @@ try {
     type AverageRun = { seconds: number; maxRssBytes: number; threads: number };
     // The variants compared take turns, each repetition running every one of them once, so that they
     // meet the same moments of this noisy machine. Best of REPS each.
-    const averageInChildren = async (variants: readonly (readonly string[])[]): Promise<AverageRun[]> => {
+    const averageInChildren = async (variants: readonly (readonly string[])[]): Promise<(AverageRun & { median: number })[]> => {
       const best: AverageRun[] = variants.map(() => ({ seconds: Infinity, maxRssBytes: 0, threads: 0 }));
+      const all: number[][] = variants.map(() => []);
       for (let r = 0; r < REPS; r++) {
         for (const [v, flags] of variants.entries()) {
           const out = join(work, `avg-out-${r}-${v}`);
@@ -166,10 +167,11 @@ try {
           if (child.status !== 0) throw new Error(`averaging child failed: ${child.stderr}`);
           const res = JSON.parse(child.stdout) as AverageRun;
           if (res.seconds < (best[v] as AverageRun).seconds) best[v] = res;
+          (all[v] as number[]).push(res.seconds);
           await remove(out);
         }
       }
-      return best;
+      return best.map((b, v) => ({ ...b, median: median(all[v] as number[]) }));
     };
     const hashBuf = readBuffer(perAvg * TENSORS + MiB);
     hashBuf.fill(1);
@@ -193,7 +195,8 @@ try {
     const cores = availableParallelism();
     const spread = (raw + hashAll + accumulateAll) / cores;
     averageBound = { cores, ratio: raw / spread };
-    const [best, oneThread, unverified] = (await averageInChildren([[], ['--threads=0'], ['--no-verify']])) as [AverageRun, AverageRun, AverageRun];
+    type Runs = AverageRun & { median: number };
+    const [best, oneThread, unverified] = (await averageInChildren([[], ['--threads=0'], ['--no-verify']])) as [Runs, Runs, Runs];
     ratioRow('average', `8 checkpoints (${((n * perAvg * TENSORS) / MiB).toFixed(0)} MiB, ${best.threads} worker threads) vs raw read of their bytes`, avgBytes, best.seconds, raw, 0.8);
     averaged = { files, bytes: avgBytes, seconds: best.seconds };
     row({
@@ -227,7 +230,7 @@ try {
     );
     row({
       section: 'average',
-      what: 'same vs the same average on the calling thread (threads: 0)',
+      what: `same vs the same average on the calling thread (threads: 0; medians ${(oneThread.median / best.median).toFixed(2)}x)`,
       ours: rate(avgBytes, best.seconds),
       limit: rate(avgBytes, oneThread.seconds),
       ratio: `${(oneThread.seconds / best.seconds).toFixed(2)}x`,

@@ -239,4 +239,27 @@ describe('averageCheckpoints on worker threads', () => {
     await m.close();
     await sameAsOneThread(dir, {}, 'empty tensors');
   });
+
+  it('checkpoints storing tensors in different orders: the same bytes, and a corrupt reordered file is still found', async () => {
+    const dir = await tmpDir('ckpt-avg-threads-');
+    const m = await openManager(dir, { sync: false });
+    const orders = [['d', 'c', 'b', 'a'], ['a', 'b', 'c', 'd'], ['b', 'a', 'd', 'c']];
+    for (const [k, order] of orders.entries()) {
+      const step = k + 1;
+      const all: Record<string, Tensor> = {
+        a: tensor(randoms(100_000, step), [100_000]),
+        b: tensor(randoms(3, step + 10), [3]),
+        c: tensor(randoms(40_000, step + 20), [200, 200]),
+        d: tensor(new BigInt64Array([BigInt(step)]), []),
+      };
+      await m.save({ step, tensors: { model: new Map(order.map((n) => [n, all[n] as Tensor])) } });
+    }
+    await m.close();
+    await sameAsOneThread(dir, {}, 'reordered');
+    const path = join(dir, 'step-00000001', 'model.safetensors');
+    const bytes = await readFile(path);
+    bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0x80;
+    await writeFile(path, bytes);
+    await assert.rejects(averageCheckpoints(dir, { threads: 2, out: join(dir, '..', `${basename(dir)}-bad`) }), (e) => isCkptError(e) && e.code === 'CHECKSUM_MISMATCH' && e.path === path);
+  });
 });
