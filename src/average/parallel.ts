@@ -4,8 +4,8 @@
  * page cache on another core, so every byte crosses between the cores' caches. Here each worker reads
  * pieces of the inputs itself, synchronously, small enough to stay in its core's cache, and hashes and
  * accumulates them there (`worker.ts`); the main thread plans the work, combines the workers' crc32s of
- * each file in file order ({@link crc32Combine}) and writes the output, which the workers produce into
- * two shared buffers: one is written while the other is filled.
+ * each file in file order (`crc32Combine`) and writes the output, which the workers produce into
+ * {@link OUTPUTS} shared buffers in turn: one is written while the workers fill the others.
  *
  * The unit of work is a {@link Job}: consecutive tensors that fit in one output buffer, cut into tiles
  * of at most {@link TILE} bytes. Workers take the next tile from a shared counter until none is left, so
@@ -100,8 +100,9 @@ export class JobFailed extends Error {
   }
 }
 
+/** A job some worker has not answered yet. */
 interface Running {
-  readonly job: Job;
+  /** Workers still to answer. */
   remaining: number;
   failure: JobDone['failed'] | undefined;
   readonly resolve: () => void;
@@ -134,9 +135,9 @@ export class AveragePool {
 
   private constructor(count: number, script: URL) {
     const started: Promise<boolean>[] = [];
+    // The kernels compiled once, here, rather than by every worker.
+    const module = simdModule();
     this.workers = Array.from({ length: count }, () => {
-      // The kernels compiled once, here, rather than by every worker.
-      const module = simdModule();
       const worker = new Worker(script, {
         // None of the process's Node options: the worker is compiled JavaScript that needs none, and
         // some would stop it from loading (`--input-type`, given with `node -e`). V8's flags
@@ -225,7 +226,7 @@ export class AveragePool {
     const full: Job = { ...job, id: this.nextId++ };
     Atomics.store(counters, job.output, 0);
     const done = new Promise<void>((resolve, reject) => {
-      this.running.set(full.id, { job: full, remaining: this.workers.length, failure: undefined, resolve, reject });
+      this.running.set(full.id, { remaining: this.workers.length, failure: undefined, resolve, reject });
     });
     for (const w of this.workers) w.postMessage(full);
     await done;
