@@ -4,6 +4,7 @@
  * the fallbacks (other backends, sha256 inputs) taking over silently.
  */
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { closeSync, openSync } from 'node:fs';
 import { readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -21,7 +22,7 @@ import { faultyBackend } from '../src/storage/faulty.js';
 import { fsBackend } from '../src/storage/fs.js';
 import { memoryBackend } from '../src/storage/memory.js';
 import { type Tensor, type TensorMap, f32ToBf16, f32ToF16, tensor } from '../src/tensor/tensor.js';
-import { cli, randoms, tmpDir } from './helpers.js';
+import { cli, fuzzRuns, randoms, tmpDir } from './helpers.js';
 
 /** A model with every averaged dtype, integers, booleans, an empty tensor, and tensors of 0.5 to 3.4 tiles. */
 function model(step: number): TensorMap {
@@ -261,5 +262,51 @@ describe('averageCheckpoints on worker threads', () => {
     bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0x80;
     await writeFile(path, bytes);
     await assert.rejects(averageCheckpoints(dir, { threads: 2, out: join(dir, '..', `${basename(dir)}-bad`) }), (e) => isCkptError(e) && e.code === 'CHECKSUM_MISMATCH' && e.path === path);
+  });
+
+  it('random runs (tensor count, sizes, dtypes, weights, groups, shards): the same bytes on worker threads', async () => {
+    const DTYPE_CHOICES = ['F32', 'F64', 'F16', 'BF16', 'I32', 'BOOL', 'U8'] as const;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          checkpoints: fc.integer({ min: 1, max: 4 }),
+          tensors: fc.array(
+            fc.record({
+              dtype: fc.constantFrom(...DTYPE_CHOICES),
+              // Empty, a few elements, about a tile, several tiles and a partial one.
+              elements: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 50 }), fc.integer({ min: TILE / 8 - 3, max: TILE / 2 + 3 }), fc.integer({ min: TILE / 2, max: 3 * TILE })),
+            }),
+            { minLength: 1, maxLength: 12 },
+          ),
+          weighted: fc.boolean(),
+          verify: fc.boolean(),
+          shardBytes: fc.option(fc.integer({ min: 50_000, max: 2_000_000 }), { nil: undefined }),
+          seed: fc.integer({ min: 1, max: 2 ** 30 }),
+        }),
+        async ({ checkpoints, tensors, weighted, verify, shardBytes, seed }) => {
+          const dir = await tmpDir('ckpt-avg-threads-fuzz-');
+          const m = await openManager(dir, { sync: false, ...(shardBytes === undefined ? {} : { shardBytes }) });
+          for (let step = 1; step <= checkpoints; step++) {
+            const model: TensorMap = new Map();
+            tensors.forEach(({ dtype, elements }, i) => {
+              const r = randoms(elements, seed + step * 1000 + i);
+              const data =
+                dtype === 'F32' ? r
+                : dtype === 'F64' ? Float64Array.from(r, (x) => x * 1e10)
+                : dtype === 'F16' ? Uint16Array.from(r, f32ToF16)
+                : dtype === 'BF16' ? Uint16Array.from(r, f32ToBf16)
+                : dtype === 'I32' ? Int32Array.from(r, (x) => Math.round(x * 1e6))
+                : Uint8Array.from(r, (x) => (dtype === 'BOOL' ? Number(x > 0) : Math.floor((x + 1) * 127)));
+              model.set(`t${i}`, tensor(data, [elements], dtype));
+            });
+            await m.save({ step, tensors: { model, ema: new Map([['e', tensor(randoms(seed % 5000, step), [seed % 5000])]]) } });
+          }
+          await m.close();
+          const weights = weighted ? Array.from({ length: checkpoints }, (_, k) => 1 + ((seed >> k) % 7)) : undefined;
+          await sameAsOneThread(dir, { select: { last: checkpoints }, verify, ...(weights === undefined ? {} : { weights }) }, `seed ${seed}`);
+        },
+      ),
+      { numRuns: fuzzRuns(8) },
+    );
   });
 });
