@@ -81,7 +81,7 @@ Options:
                          is undone by the next average)
   --no-verify            do not check input checksums
   --threads N            worker threads that read, hash and accumulate the inputs (0: none; default:
-                         one per core, at most 4, when there are 64 MiB or more to read)
+                         one per core, at most 4, when there is 1 GiB or more to read)
   --json                 machine-readable output: {"out","step","steps","weights","requested",…}
 `,
   options: {
