@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { availableParallelism } from 'node:os';
 import { CheckpointReader, type TensorLocation } from '../checkpoint/load.js';
 import { type Location, type ResolvedLocation, childKey, resolveItem, resolveRoot } from '../checkpoint/location.js';
 import { type CheckpointInfo, type InvalidEntry, LIST_ATTEMPTS, listRun, vanished } from '../checkpoint/manager.js';
@@ -14,7 +15,6 @@ import { type StreamingTrainState, type TensorSpec, type TensorStream, TEMP_PREF
 import { checksumAlgorithm, createHasher, type Hasher } from '../checkpoint/checksum.js';
 import { CkptError, ioError, isCkptError } from '../errors.js';
 import { type ChecksumAlgorithm, type JsonValue, type Manifest, isValidGroupName } from '../format/manifest.js';
-import { availableParallelism } from 'node:os';
 import { Problems, isCount, isPositive } from '../problems.js';
 import type { Backend, ObjectReader } from '../storage/backend.js';
 import { openReader } from '../storage/reader.js';
