@@ -156,13 +156,13 @@ try {
     type AverageRun = { seconds: number; maxRssBytes: number; threads: number };
     // The variants compared take turns, each repetition running every one of them once, so that they
     // meet the same moments of this noisy machine. Best of REPS each.
-    const averageInChildren = async (variants: readonly (readonly string[])[]): Promise<(AverageRun & { median: number })[]> => {
+    const averageInChildren = async (variants: readonly (readonly string[])[], dir = runDir): Promise<(AverageRun & { median: number })[]> => {
       const best: AverageRun[] = variants.map(() => ({ seconds: Infinity, maxRssBytes: 0, threads: 0 }));
       const all: number[][] = variants.map(() => []);
       for (let r = 0; r < REPS; r++) {
         for (const [v, flags] of variants.entries()) {
           const out = join(work, `avg-out-${r}-${v}`);
-          const args = [fileURLToPath(new URL('./avg-child.js', import.meta.url)), runDir, out, String(n), ...flags];
+          const args = [fileURLToPath(new URL('./avg-child.js', import.meta.url)), dir, out, String(n), ...flags];
           const child = spawnSync(process.execPath, args, { encoding: 'utf8' });
           if (child.status !== 0) throw new Error(`averaging child failed: ${child.stderr}`);
           const res = JSON.parse(child.stdout) as AverageRun;
@@ -245,6 +245,31 @@ try {
       ratio: `${(raw / unverified.seconds).toFixed(2)}x`,
       target: 'info',
     });
+    // Larger tensors, as in real models (embeddings, big projections): the single-thread stream then
+    // accumulates 4 MiB chunks whose float64 accumulator no longer fits a core's cache, while the
+    // workers' tiles still do. Full runs only (4 GiB of inputs).
+    if (!quick) {
+      const bigDir = join(work, 'avg-run-big');
+      const bigTensors = 20;
+      const perBig = Math.floor((512 * MiB) / bigTensors / 4) * 4;
+      const mb = await openManager(bigDir, { sync: false });
+      for (let s = 1; s <= n; s++) {
+        const g: TensorMap = new Map();
+        for (let i = 0; i < bigTensors; i++) g.set(`w${i}`, { dtype: 'F32', shape: [perBig / 4], data: filled(perBig, s * 1000 + i) });
+        await mb.save({ step: s, tensors: { model: g } });
+      }
+      await mb.close();
+      const [workers, single] = (await averageInChildren([[], ['--threads=0']], bigDir)) as [Runs, Runs];
+      row({
+        section: 'average',
+        what: `8 checkpoints of 512 MiB in ${bigTensors} tensors of ${(perBig / MiB).toFixed(1)} MiB: ${workers.threads} worker threads vs the calling thread (medians ${(single.median / workers.median).toFixed(2)}x)`,
+        ours: rate(n * perBig * bigTensors, workers.seconds),
+        limit: rate(n * perBig * bigTensors, single.seconds),
+        ratio: `${(single.seconds / workers.seconds).toFixed(2)}x`,
+        target: 'info',
+      });
+      await remove(bigDir);
+    }
   }
 
   // ---- EMA update over all weights vs a plain fused multiply-add loop over the same memory ----------
