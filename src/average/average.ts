@@ -402,9 +402,9 @@ class SourceFile {
   /** Starts reading `length` bytes at `offset` into `into` (one I/O request); `consume` the result. */
   read(offset: number, length: number, into: Uint8Array): Promise<Uint8Array> {
     if (length === 0) return Promise.resolve(into.subarray(0, 0));
-    if (this.closed) return Promise.reject(new CkptError('CLOSED', `read of ${this.reader.describe(this.file)} after averaging closed it`, {}));
+    if (this.closed) return Promise.reject(new CkptError('CLOSED', `read of ${this.describe()} after averaging closed it`, {}));
     const fail = (e: unknown): never => {
-      throw ioError(e, 'reading', this.reader.describe(this.file), { step: this.reader.manifest.step });
+      throw ioError(e, 'reading', this.describe(), { step: this.step });
     };
     // Once the file is open the read is issued right here, so that it runs on the thread pool while
     // this thread hashes and accumulates (a `then` would issue it only when this thread next waits).
@@ -427,7 +427,7 @@ class SourceFile {
     try {
       await this.opening();
     } catch (e) {
-      throw ioError(e, 'opening', this.reader.describe(this.file), { step: this.reader.manifest.step });
+      throw ioError(e, 'opening', this.describe(), { step: this.step });
     }
   }
 
@@ -481,10 +481,10 @@ class SourceFile {
     }
     const digest = this.hasher.digest();
     if (digest !== this.checksum) {
-      const where = this.reader.describe(this.file);
+      const where = this.describe();
       throw new CkptError('CHECKSUM_MISMATCH', `${where} is corrupt: checksum ${digest} does not match the manifest's ${this.checksum}`, {
         path: where,
-        step: this.reader.manifest.step,
+        step: this.step,
         expected: this.checksum,
         received: digest,
       });
@@ -572,6 +572,7 @@ class GroupSources {
   /** `files[j]` maps a file name of checkpoint j to its source. */
   private readonly files: Map<string, SourceFile>[];
   private readAhead: ReadAhead | undefined;
+  private started: Promise<void> | undefined;
   private attached: Workspace | undefined;
 
   constructor(
@@ -608,9 +609,24 @@ class GroupSources {
 
   /**
    * Hashes each file's header (everything before the first tensor) so that tensors then hash in order,
-   * and starts reading `jobs` ahead.
+   * and starts reading `jobs()` ahead; the first call only (every stream starts at its first `read`, or
+   * at its `end` when the group has no tensor).
    */
-  async start(jobs: Iterator<ReadJob>): Promise<void> {
+  begin(jobs: () => Iterator<ReadJob>): Promise<void> {
+    return (this.started ??= this.start(jobs()));
+  }
+
+  /** Ends a group's stream: {@link begin}s if no tensor was read, then {@link finish}es and closes. */
+  async end(jobs: () => Iterator<ReadJob>): Promise<void> {
+    try {
+      await this.begin(jobs);
+      await this.finish();
+    } finally {
+      await this.close();
+    }
+  }
+
+  private async start(jobs: Iterator<ReadJob>): Promise<void> {
     if (this.verify) {
       for (let j = 0; j < this.readers.length; j++) {
         const seen = new Set<string>();
@@ -653,11 +669,6 @@ class GroupSources {
   tensorFile(j: number, name: string): { source: SourceFile; offset: number } {
     const loc = (this.indexes[j] as Map<string, TensorLocation>).get(name) as TensorLocation;
     return { source: this.source(j, loc.file), offset: loc.offset };
-  }
-
-  /** Reads nothing ahead (the parallel stream reads on its workers); hashes the headers when verifying. */
-  async startWithoutReads(): Promise<void> {
-    await this.start([][Symbol.iterator]());
   }
 
   /** The next range read ahead, hashed. */
@@ -739,13 +750,12 @@ function parallelGroupStream(sources: GroupSources, weights: readonly number[] |
   let tiles = 0;
   for (let i = 0; i < specs.length; i++) {
     const bytes = sizes[i] as number;
-    const at = Math.ceil(used / 64) * 64;
-    if (starts.length === 0 || at + bytes > capacity || i - (starts[starts.length - 1] as number) >= MAX_JOB_TENSORS || tiles + tileCount(bytes) > pool.maxTiles) {
+    let offset = Math.ceil(used / 64) * 64;
+    if (starts.length === 0 || offset + bytes > capacity || i - (starts[starts.length - 1] as number) >= MAX_JOB_TENSORS || tiles + tileCount(bytes) > pool.maxTiles) {
       starts.push(i);
-      used = 0;
+      offset = 0;
       tiles = 0;
     }
-    const offset = Math.ceil(used / 64) * 64;
     jobOf.push(starts.length - 1);
     offsets.push(offset);
     used = offset + bytes;
@@ -796,15 +806,11 @@ function parallelGroupStream(sources: GroupSources, weights: readonly number[] |
     }
   };
 
-  let started = false;
   return {
     specs,
     alternating: true,
     async read(i) {
-      if (!started) {
-        started = true;
-        await sources.startWithoutReads();
-      }
+      await sources.begin(NO_READS);
       // Tensors up to i - 2 are written (see TensorStream.alternating): a job may start once the
       // tensors of the job that used its buffer last (OUTPUTS jobs before) are.
       for (let b = jobs.length; b < starts.length; b++) {
@@ -820,16 +826,12 @@ function parallelGroupStream(sources: GroupSources, weights: readonly number[] |
       await job;
       return (pool.outputs[b % OUTPUTS] as Uint8Array).subarray(offsets[i], (offsets[i] as number) + (sizes[i] as number));
     },
-    async end() {
-      try {
-        if (!started) await sources.startWithoutReads();
-        await sources.finish();
-      } finally {
-        await sources.close();
-      }
-    },
+    end: () => sources.end(NO_READS),
   };
 }
+
+/** No reads ahead on this thread: the parallel stream's workers read the tensors. */
+const NO_READS = (): Iterator<ReadJob> => [][Symbol.iterator]();
 
 /** The error for a failure a worker reported while reading `source` (undefined: not a read). */
 function jobError(failure: JobFailed['failure'], source: SourceFile | undefined): CkptError {
@@ -857,15 +859,12 @@ function jobError(failure: JobFailed['failure'], source: SourceFile | undefined)
 function groupStream(sources: GroupSources, weights: readonly number[] | undefined, outputs: readonly Uint8Array[]): TensorStream {
   const { newest, specs, sizes, total, plan } = streamPlan(sources, weights);
   const { workspace } = sources;
-  let started = false;
+  const jobs = (): Iterator<ReadJob> => groupJobs(sources, specs, sizes, plan);
   return {
     specs,
     alternating: true,
     async read(i) {
-      if (!started) {
-        started = true;
-        await sources.start(groupJobs(sources, specs, sizes, plan));
-      }
+      await sources.begin(jobs);
       const spec = specs[i] as TensorSpec;
       const from = plan(spec);
       // Tensor i goes to output i mod 2: the previous tensor may still be being written.
@@ -884,14 +883,7 @@ function groupStream(sources: GroupSources, weights: readonly number[] | undefin
       }
       return into;
     },
-    async end() {
-      try {
-        if (!started) await sources.start(groupJobs(sources, specs, sizes, plan));
-        await sources.finish();
-      } finally {
-        await sources.close();
-      }
-    },
+    end: () => sources.end(jobs),
   };
 }
 
@@ -1240,7 +1232,11 @@ async function averageSelected(
     if (pool !== undefined && sources.every((s) => s.parallelizable) && (await pool.ready)) {
       pool.configure(maxBytes, readers.length);
       threads = pool.size;
-    } else pool = undefined;
+    } else {
+      // Idle workers would otherwise live until the single-thread average ends.
+      await pool?.close();
+      pool = undefined;
+    }
     // Allocated once and reused for every tensor and group (fresh memory is slow to touch the first
     // time): the read slots, one chunk's float64 accumulator and, on this thread, two output tensors
     // (one is written while the next is produced). With worker threads this thread only hashes headers

@@ -120,7 +120,10 @@ function multModP(a: number, b: number): number {
   return product >>> 0;
 }
 
-/** `X_POW_2K[k]` = x^(2^k) modulo the polynomial, reflected; x^(2^32) repeats with period 32 for lengths in use. */
+/**
+ * `X_POW_2K[k]` = x^(2^k) modulo the polynomial, reflected. 64 entries cover every safe-integer length:
+ * a length below 2^53 uses k up to 53 + 3.
+ */
 let X_POW_2K: Uint32Array | undefined;
 
 /** x^(8 · length) modulo the CRC-32 polynomial: what appending `length` zero bytes multiplies a crc by. */
