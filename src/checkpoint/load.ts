@@ -305,12 +305,15 @@ export class CheckpointReader {
 
   /** Reads a whole group; with `verify`, every file's size and checksum are checked first. */
   async group(group: string, verify = true, allocate: (size: number) => Uint8Array = allocReadBuffer): Promise<TensorMap> {
-    const out: TensorMap = new Map();
+    let out: TensorMap = new Map();
     for (const file of this.groupFiles(group)) {
       const where = this.describe(file);
       if (this.entry(file).bytes <= WHOLE_FILE_LIMIT) {
         const bytes = await this.readFile(file, verify, allocate);
-        for (const [name, t] of decodeSafetensors(bytes, where).tensors) this.put(out, name, t, group, file);
+        const { tensors } = decodeSafetensors(bytes, where);
+        // The first file's map is the group's (no second map of every name).
+        if (out.size === 0) out = tensors;
+        else for (const [name, t] of tensors) this.put(out, name, t, group, file);
         continue;
       }
       // Large file: header first, then one read per tensor in file order; each tensor is hashed while

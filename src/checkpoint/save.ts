@@ -147,7 +147,11 @@ export function validateTrainState(state: TrainState | StreamingTrainState): voi
       }
       if (!p.check(map instanceof Map, `group "${group}" must be a Map of tensors`)) continue;
       for (const [name, t] of map) {
-        if (!p.check(name.length > 0 && name !== '__metadata__', `group "${group}": tensor name ${JSON.stringify(name)} is reserved or empty`)) continue;
+        // Messages are built only for a problem: this runs for every tensor saved.
+        if (name.length === 0 || name === '__metadata__') {
+          p.add(`group "${group}": tensor name ${JSON.stringify(name)} is reserved or empty`);
+          continue;
+        }
         try {
           validateTensor(t, name);
         } catch (e) {
@@ -184,10 +188,20 @@ function validateSpecs(group: string, specs: unknown, p: Problems): void {
   const seen = new Set<string>();
   for (const spec of specs as readonly TensorSpec[]) {
     const name = spec.name;
-    if (!p.check(typeof name === 'string' && name.length > 0 && name !== '__metadata__', `group "${group}": tensor name ${JSON.stringify(name)} is reserved or empty`)) continue;
-    if (!p.check(!seen.has(name), `group "${group}": tensor "${name}" given twice`)) continue;
+    // Messages are built only for a problem: this runs for every tensor of the stream.
+    if (typeof name !== 'string' || name.length === 0 || name === '__metadata__') {
+      p.add(`group "${group}": tensor name ${JSON.stringify(name)} is reserved or empty`);
+      continue;
+    }
+    if (seen.has(name)) {
+      p.add(`group "${group}": tensor "${name}" given twice`);
+      continue;
+    }
     seen.add(name);
-    if (!p.check(isDType(spec.dtype), `group "${group}": tensor "${name}" has unknown dtype ${JSON.stringify(spec.dtype)}`)) continue;
+    if (!isDType(spec.dtype)) {
+      p.add(`group "${group}": tensor "${name}" has unknown dtype ${JSON.stringify(spec.dtype)}`);
+      continue;
+    }
     try {
       byteLength(spec.dtype, spec.shape, name);
     } catch (e) {

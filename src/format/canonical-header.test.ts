@@ -15,6 +15,12 @@ import type { TensorMap } from '../tensor/tensor.js';
 import { fuzzRuns } from '../../test/helpers.js';
 
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** The fast path on a header's text (as the reader calls it: its bytes and their decoding). */
+function scan(text: string, maxEntries: number): ReturnType<typeof scanCanonicalHeader> {
+  return scanCanonicalHeader(encoder.encode(text), text, maxEntries);
+}
 
 /** The JSON text of an encoded header, without the length prefix and padding. */
 function headerText(map: TensorMap, metadata?: Record<string, string>): string {
@@ -36,12 +42,17 @@ function general(text: string): { names: string[]; entries: unknown[]; metadata:
 }
 
 function agrees(text: string): void {
-  const fast = scanCanonicalHeader(text, 1_000_000);
+  const fast = scan(text, 1_000_000);
   if (fast === undefined) return;
   const slow = general(text);
   assert.ok(slow !== undefined, `the fast path accepted what the general parser refuses: ${text}`);
   assert.deepStrictEqual(fast.names, slow.names);
-  assert.deepStrictEqual(fast.entries, slow.entries);
+  assert.deepStrictEqual([...fast.tensors.keys()], slow.names);
+  assert.deepStrictEqual([...fast.tensors.values()], fast.entries);
+  assert.deepStrictEqual(
+    fast.entries.map((e) => ({ dtype: e.dtype, shape: e.shape, data_offsets: [e.begin, e.end] })),
+    slow.entries,
+  );
   assert.deepStrictEqual(fast.metadata, slow.metadata);
 }
 
@@ -69,17 +80,34 @@ describe('canonical header fast path', () => {
       ['é/𐀀', { dtype: 'BF16', shape: [0, 4], data: new Uint8Array(0) }],
     ]);
     const text = headerText(map, { format: 'pt', '7': 'x' });
-    const fast = scanCanonicalHeader(text, 1_000_000);
+    const fast = scan(text, 1_000_000);
     assert.ok(fast !== undefined);
     assert.deepEqual(fast.names, ['a.weight', '__proto__', 'é/𐀀']);
-    assert.deepEqual(fast.entries[0], { dtype: 'F32', shape: [2, 3], data_offsets: [0, 24] });
+    assert.deepEqual(fast.entries[0], { dtype: 'F32', shape: [2, 3], begin: 0, end: 24 });
+    assert.equal(fast.tensors.get('é/𐀀')?.dtype, 'BF16');
     assert.deepEqual(fast.metadata, { format: 'pt', '7': 'x' });
+    agrees(text);
+  });
+
+  it('cuts every string from the text at the right place after characters of 2, 3 and 4 UTF-8 bytes', () => {
+    // The scan walks bytes and cuts strings from the decoded text: each non-ASCII character before a
+    // string moves it (é: 2 bytes for 1 UTF-16 unit, €: 3 for 1, 𐀀: 4 for 2).
+    const entry = (b: number): string => `{"dtype":"U8","shape":[1],"data_offsets":[${b},${b + 1}]}`;
+    const text = `{"é":${entry(0)},"€€":${entry(1)},"𐀀x":${entry(2)},"__metadata__":{"ü":"€𐀀é","k":"v"},"plain":${entry(3)},"a𐀀€éz":${entry(4)}}`;
+    const fast = scan(text, 10);
+    assert.ok(fast !== undefined);
+    assert.deepEqual(fast.names, ['é', '€€', '𐀀x', 'plain', 'a𐀀€éz']);
+    assert.deepEqual(fast.metadata, { ü: '€𐀀é', k: 'v' });
+    assert.deepEqual(
+      fast.entries.map((e) => e.begin),
+      [0, 1, 2, 3, 4],
+    );
     agrees(text);
   });
 
   it('leaves everything outside the canonical form to the general parser', () => {
     const base = '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}';
-    assert.ok(scanCanonicalHeader(base, 10) !== undefined);
+    assert.ok(scan(base, 10) !== undefined);
     for (const text of [
       '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', // duplicate
       '{"w":{"shape":[1],"dtype":"F32","data_offsets":[0,4]}}', // member order
@@ -97,9 +125,9 @@ describe('canonical header fast path', () => {
       `${base}}`,
       '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},}',
     ]) {
-      assert.equal(scanCanonicalHeader(text, 10), undefined, text);
+      assert.equal(scan(text, 10), undefined, text);
     }
-    assert.equal(scanCanonicalHeader('{"a":{"dtype":"U8","shape":[],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[],"data_offsets":[1,2]}}', 1), undefined, 'over maxEntries');
+    assert.equal(scan('{"a":{"dtype":"U8","shape":[],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[],"data_offsets":[1,2]}}', 1), undefined, 'over maxEntries');
   });
 
   it('agrees with the general parser on encoded headers and on random edits of them', () => {

@@ -15,29 +15,39 @@
  * @module
  */
 
-/** One tensor entry as in the JSON: validated by the caller like a parsed one. */
+/**
+ * One tensor entry, its fields as written (of the JSON types the entry needs: a dtype string, an array of
+ * integers, two integer offsets). The caller validates them as it validates a parsed entry; the object
+ * has the shape of a `TensorInfo`, so a valid one is used as is.
+ */
 export interface CanonicalEntry {
   readonly dtype: string;
   readonly shape: number[];
-  readonly data_offsets: number[];
+  readonly begin: number;
+  readonly end: number;
 }
 
-/** A header read by {@link scanCanonicalHeader}: tensors in text order, and the metadata if present. */
+/** A header read by {@link scanCanonicalHeader}: its tensors in text order, and the metadata if present. */
 export interface CanonicalHeader {
+  /** Tensor names, in text order. */
   readonly names: string[];
+  /** Their entries, in the same order. */
   readonly entries: CanonicalEntry[];
+  /** The same tensors by name (the names are distinct), in the same order. */
+  readonly tensors: Map<string, CanonicalEntry>;
   readonly metadata: Record<string, string> | undefined;
 }
 
 const METADATA_KEY = '__metadata__';
-/** Control characters and backslashes: never in the canonical form (escapes, raw controls, tabs, newlines). */
-// eslint-disable-next-line no-control-regex -- matching control characters is the point
-const NOT_PLAIN = /[\u0000-\u001f\\]/;
 /** Names JavaScript objects order before all others (array indices): the general parser's order differs. */
 const INDEX_LIKE = /^(?:0|[1-9][0-9]*)$/;
 
-/** dtype names, the common ones first. */
-const DTYPE_NAMES = ['F32', 'BF16', 'F16', 'I64', 'F64', 'I32', 'U8', 'BOOL', 'I8', 'I16', 'U16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2'];
+const ascii = (text: string): Uint8Array => Uint8Array.from(text, (c) => c.charCodeAt(0));
+
+/** dtype names, the common ones first, with their bytes. */
+const DTYPE_NAMES = ['F32', 'BF16', 'F16', 'I64', 'F64', 'I32', 'U8', 'BOOL', 'I8', 'I16', 'U16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2'].map(
+  (name) => [name, ascii(name)] as const,
+);
 
 const QUOTE = 0x22;
 const COMMA = 0x2c;
@@ -45,64 +55,128 @@ const ZERO = 0x30;
 const NINE = 0x39;
 const COLON = 0x3a;
 const LEFT_BRACKET = 0x5b;
+const BACKSLASH = 0x5c;
 const RIGHT_BRACKET = 0x5d;
 const LEFT_BRACE = 0x7b;
 const RIGHT_BRACE = 0x7d;
+/** Below this: control characters, never raw in a JSON string. */
+const SPACE = 0x20;
 
+const ENTRY_START = ascii('{"dtype":');
+const SHAPE_KEY = ascii(',"shape":');
+const OFFSETS_KEY = ascii(',"data_offsets":');
+
+/**
+ * Reads the header bytes strictly left to right (indexing bytes is several times faster than
+ * `charCodeAt` on the decoded text); strings are cut from the text. Each method consumes what it
+ * recognises or returns a failure value (false, undefined, -1), and the whole scan gives up. Outside
+ * strings only the characters the methods name are accepted, so whitespace, escapes and control
+ * characters could only hide in strings, which {@link Scanner.stringEnd} checks.
+ */
 class Scanner {
+  /** Position in the bytes. */
   i = 0;
-  constructor(private readonly s: string) {}
+  /**
+   * Bytes minus UTF-16 units before `i`: the text index of byte `i` is `i - shift`. Only strings hold
+   * non-ASCII characters here, and {@link Scanner.stringEnd} counts them.
+   */
+  shift = 0;
+  constructor(
+    private readonly b: Uint8Array,
+    private readonly text: string,
+  ) {}
+
+  done(): boolean {
+    return this.i === this.b.length;
+  }
 
   at(c: number): boolean {
-    if (this.s.charCodeAt(this.i) !== c) return false;
+    if (this.b[this.i] !== c) return false;
     this.i++;
     return true;
   }
 
-  literal(text: string): boolean {
-    if (!this.s.startsWith(text, this.i)) return false;
-    this.i += text.length;
+  /** Whether the bytes `lit` are at byte `at`. */
+  private matches(lit: Uint8Array, at: number): boolean {
+    const b = this.b;
+    for (let k = 0; k < lit.length; k++) if (b[at + k] !== lit[k]) return false;
     return true;
   }
 
-  /** A string without escapes (the caller ruled out backslashes and controls), or undefined. */
-  string(): string | undefined {
-    if (this.s.charCodeAt(this.i) !== QUOTE) return undefined;
-    const end = this.s.indexOf('"', this.i + 1);
-    if (end < 0) return undefined;
-    const value = this.s.slice(this.i + 1, end);
-    this.i = end + 1;
-    return value;
+  /** Whether the bytes `lit` are next (then consumed). */
+  literal(lit: Uint8Array): boolean {
+    if (!this.matches(lit, this.i)) return false;
+    this.i += lit.length;
+    return true;
   }
 
-  /** One of `known` (the same string object each time: no allocation), when one is next and quoted. */
-  knownString(known: readonly string[]): string | undefined {
-    if (this.s.charCodeAt(this.i) !== QUOTE) return undefined;
-    for (const k of known) {
-      if (this.s.startsWith(k, this.i + 1) && this.s.charCodeAt(this.i + 1 + k.length) === QUOTE) {
-        this.i += k.length + 2;
-        return k;
+  /**
+   * The index of the closing quote of a string starting here, or -1 when none starts here or it holds a
+   * backslash (an escape) or a control character: the general parser reads those. Adds the string's
+   * non-ASCII characters to {@link Scanner.shift} (the bytes were checked to be UTF-8: a continuation
+   * byte adds no UTF-16 unit, a four-byte sequence's lead adds two).
+   */
+  stringEnd(): number {
+    const { b, i } = this;
+    if (b[i] !== QUOTE) return -1;
+    let shift = this.shift;
+    for (let j = i + 1; j < b.length; j++) {
+      const c = b[j] as number;
+      if (c === QUOTE) {
+        this.shift = shift;
+        return j;
+      }
+      if (c === BACKSLASH || c < SPACE) return -1;
+      if (c >= 0x80) {
+        if (c < 0xc0) shift++;
+        else if (c >= 0xf0) shift--;
       }
     }
-    return undefined;
+    return -1;
   }
 
-  /** An unsigned integer below 2^53 without leading zeros, or undefined. */
-  integer(): number | undefined {
-    const start = this.i;
-    let c = this.s.charCodeAt(this.i);
-    if (c === ZERO) {
-      this.i++;
-      c = this.s.charCodeAt(this.i);
-      return c >= ZERO && c <= NINE ? undefined : 0;
+  /** A plain string (no escapes, no control characters), or undefined. */
+  string(): string | undefined {
+    const start = this.i + 1 - this.shift;
+    const end = this.stringEnd();
+    if (end < 0) return undefined;
+    this.i = end + 1;
+    return this.text.slice(start, end - this.shift);
+  }
+
+  /** A dtype name (the same string object each time: no allocation) or any other plain string. */
+  dtype(): string | undefined {
+    const i = this.i;
+    if (this.b[i] === QUOTE) {
+      for (const [name, bytes] of DTYPE_NAMES) {
+        if (this.b[i + 1 + bytes.length] === QUOTE && this.matches(bytes, i + 1)) {
+          this.i = i + bytes.length + 2;
+          return name;
+        }
+      }
     }
+    return this.string();
+  }
+
+  /** An unsigned integer below 2^53 without leading zeros, or -1. */
+  integer(): number {
+    const b = this.b;
+    let i = this.i;
+    let c = b[i] as number;
+    if (c === ZERO) {
+      this.i = i + 1;
+      c = b[i + 1] as number;
+      return c >= ZERO && c <= NINE ? -1 : 0;
+    }
+    const start = i;
     let v = 0;
     while (c >= ZERO && c <= NINE) {
       v = v * 10 + (c - ZERO);
-      c = this.s.charCodeAt(++this.i);
+      c = b[++i] as number;
     }
+    this.i = i;
     // Above 2^53 the digits are not exact any more; the general parser reports such numbers.
-    return this.i === start || !Number.isSafeInteger(v) ? undefined : v;
+    return i === start || !Number.isSafeInteger(v) ? -1 : v;
   }
 
   /** `[` integers separated by commas `]`, or undefined. */
@@ -112,7 +186,7 @@ class Scanner {
     if (this.at(RIGHT_BRACKET)) return out;
     for (;;) {
       const v = this.integer();
-      if (v === undefined) return undefined;
+      if (v < 0) return undefined;
       out.push(v);
       if (this.at(RIGHT_BRACKET)) return out;
       if (!this.at(COMMA)) return undefined;
@@ -121,18 +195,21 @@ class Scanner {
 }
 
 /**
- * The header `json` (trailing padding removed) read in its canonical form, or undefined when it is not
- * in that form or has more than `maxEntries` tensors (the general parser then takes over).
+ * The header read in its canonical form, or undefined when it is not in that form or has more than
+ * `maxEntries` tensors (the general parser then takes over).
+ *
+ * @param bytes - The header's bytes up to its closing brace (trailing padding removed), valid UTF-8.
+ * @param text - Their decoding.
  */
-export function scanCanonicalHeader(json: string, maxEntries: number): CanonicalHeader | undefined {
-  if (NOT_PLAIN.test(json)) return undefined;
-  const p = new Scanner(json);
+export function scanCanonicalHeader(bytes: Uint8Array, text: string, maxEntries: number): CanonicalHeader | undefined {
+  const p = new Scanner(bytes, text);
   const names: string[] = [];
   const entries: CanonicalEntry[] = [];
-  const seen = new Set<string>();
+  const tensors = new Map<string, CanonicalEntry>();
   let metadata: Record<string, string> | undefined;
+  const header = (): CanonicalHeader | undefined => (p.done() ? { names, entries, tensors, metadata } : undefined);
   if (!p.at(LEFT_BRACE)) return undefined;
-  if (p.at(RIGHT_BRACE)) return p.i === json.length ? { names, entries, metadata } : undefined;
+  if (p.at(RIGHT_BRACE)) return header();
   for (;;) {
     const name = p.string();
     if (name === undefined || !p.at(COLON)) return undefined;
@@ -142,19 +219,23 @@ export function scanCanonicalHeader(json: string, maxEntries: number): Canonical
       if (metadata === undefined) return undefined;
     } else {
       const first = name.charCodeAt(0);
-      if (seen.has(name) || (first >= ZERO && first <= NINE && INDEX_LIKE.test(name)) || names.length >= maxEntries) return undefined;
-      seen.add(name);
-      if (!p.literal('{"dtype":')) return undefined;
-      const dtype = p.knownString(DTYPE_NAMES) ?? p.string();
-      if (dtype === undefined || !p.literal(',"shape":')) return undefined;
+      if ((first >= ZERO && first <= NINE && INDEX_LIKE.test(name)) || names.length >= maxEntries) return undefined;
+      if (!p.literal(ENTRY_START)) return undefined;
+      const dtype = p.dtype();
+      if (dtype === undefined || !p.literal(SHAPE_KEY)) return undefined;
       const shape = p.integers();
-      if (shape === undefined || !p.literal(',"data_offsets":')) return undefined;
-      const offsets = p.integers();
-      if (offsets === undefined || !p.at(RIGHT_BRACE)) return undefined;
+      if (shape === undefined || !p.literal(OFFSETS_KEY) || !p.at(LEFT_BRACKET)) return undefined;
+      const begin = p.integer();
+      if (begin < 0 || !p.at(COMMA)) return undefined;
+      const end = p.integer();
+      if (end < 0 || !p.at(RIGHT_BRACKET) || !p.at(RIGHT_BRACE)) return undefined;
+      const entry: CanonicalEntry = { dtype, shape, begin, end };
+      tensors.set(name, entry);
+      if (tensors.size === names.length) return undefined; // a duplicate name
       names.push(name);
-      entries.push({ dtype, shape, data_offsets: offsets });
+      entries.push(entry);
     }
-    if (p.at(RIGHT_BRACE)) return p.i === json.length ? { names, entries, metadata } : undefined;
+    if (p.at(RIGHT_BRACE)) return header();
     if (!p.at(COMMA)) return undefined;
   }
 }

@@ -11,7 +11,7 @@
  * @module
  */
 import { CkptError } from '../errors.js';
-import { scanCanonicalHeader } from './canonical-header.js';
+import { type CanonicalEntry, type CanonicalHeader, scanCanonicalHeader } from './canonical-header.js';
 import { DTYPES, type DType, isDType } from '../tensor/dtype.js';
 import { MAX_RANK, type Tensor, type TensorMap, validateTensor } from '../tensor/tensor.js';
 import { parseJson } from './json.js';
@@ -124,8 +124,14 @@ export function encodeSafetensors(tensors: TensorMap, metadata?: Readonly<Record
       received: tensors.size,
     });
   }
-  const parts: string[] = [];
-  if (metadata !== undefined) parts.push(`"${METADATA_KEY}":${encodeMetadata(metadata)}`);
+  // ~80 bytes per tensor (a short name, a 1-2 dimensional shape, offsets of 6-10 digits).
+  const out = new HeaderWriter(HEADER_PREFIX_BYTES + 2 + tensors.size * 80);
+  out.byte(LEFT_BRACE);
+  if (metadata !== undefined) {
+    out.string(METADATA_KEY);
+    out.byte(COLON);
+    out.text(encodeMetadata(metadata));
+  }
   const chunks: Uint8Array[] = [];
   let offset = 0;
   for (const [name, t] of tensors) {
@@ -135,24 +141,36 @@ export function encodeSafetensors(tensors: TensorMap, metadata?: Readonly<Record
     if (!Number.isSafeInteger(end)) {
       throw new CkptError('SIZE_OVERFLOW', `total size overflows at tensor "${name}"`, { tensor: name });
     }
-    parts.push(`${JSON.stringify(name)}:{"dtype":"${t.dtype}","shape":[${t.shape.join(',')}],"data_offsets":[${offset},${end}]}`);
+    // "name":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}
+    if (chunks.length > 0 || metadata !== undefined) out.byte(COMMA);
+    out.string(name);
+    out.ascii(ENTRY_START[t.dtype]);
+    for (let k = 0; k < t.shape.length; k++) {
+      if (k > 0) out.byte(COMMA);
+      out.integer(t.shape[k] as number);
+    }
+    out.ascii(ENTRY_OFFSETS);
+    out.integer(offset);
+    out.byte(COMMA);
+    out.integer(end);
+    out.ascii(ENTRY_END);
     chunks.push(t.data);
     offset = end;
   }
-  const json = utf8Encoder.encode(`{${parts.join(',')}}`);
-  const padded = Math.ceil(json.byteLength / DATA_ALIGNMENT) * DATA_ALIGNMENT;
+  out.byte(RIGHT_BRACE);
+  const jsonBytes = out.length - HEADER_PREFIX_BYTES;
+  const padded = Math.ceil(jsonBytes / DATA_ALIGNMENT) * DATA_ALIGNMENT;
   if (padded > MAX_HEADER_BYTES) {
     throw new CkptError('HEADER_TOO_LARGE', `the header would take ${padded} bytes: the limit is ${MAX_HEADER_BYTES}`, {
       expected: MAX_HEADER_BYTES,
       received: padded,
     });
   }
-  const header = new Uint8Array(HEADER_PREFIX_BYTES + padded);
-  const view = new DataView(header.buffer);
+  for (let k = jsonBytes; k < padded; k++) out.byte(SPACE);
+  const header = out.finish();
+  const view = new DataView(header.buffer, header.byteOffset, HEADER_PREFIX_BYTES);
   view.setUint32(0, padded, true);
   view.setUint32(4, 0, true);
-  header.set(json, HEADER_PREFIX_BYTES);
-  header.fill(SPACE, HEADER_PREFIX_BYTES + json.byteLength);
   return { header, chunks, byteLength: header.byteLength + offset };
 }
 
@@ -175,6 +193,101 @@ export function serializeSafetensors(tensors: TensorMap, metadata?: Readonly<Rec
     offset += chunk.byteLength;
   }
   return out;
+}
+
+const asciiBytes = (text: string): Uint8Array => Uint8Array.from(text, (c) => c.charCodeAt(0));
+/** What follows a tensor's name up to its first dimension, per dtype. */
+const ENTRY_START = Object.fromEntries(Object.keys(DTYPES).map((d) => [d, asciiBytes(`:{"dtype":"${d}","shape":[`)])) as Record<DType, Uint8Array>;
+const ENTRY_OFFSETS = asciiBytes('],"data_offsets":[');
+const ENTRY_END = asciiBytes(']}');
+const COLON = 0x3a;
+const COMMA = 0x2c;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const RIGHT_BRACE = 0x7d;
+
+/**
+ * Builds the header's bytes (after 8 bytes left for the length prefix) in a growing buffer. Writing
+ * bytes directly is about twice as fast as building the JSON text and encoding it, which for a file of
+ * many small tensors is most of what encoding costs. Plain ASCII strings and integers are written
+ * directly; anything else goes through `JSON.stringify` and UTF-8 encoding, so the bytes are those of
+ * the JSON text either way.
+ */
+class HeaderWriter {
+  private buf: Uint8Array;
+  private n = HEADER_PREFIX_BYTES;
+
+  /** `estimate`: the bytes expected (a good guess saves growing the buffer). */
+  constructor(estimate: number) {
+    this.buf = new Uint8Array(Math.min(Math.max(estimate, 64), MAX_HEADER_BYTES + HEADER_PREFIX_BYTES));
+  }
+
+  get length(): number {
+    return this.n;
+  }
+
+  private reserve(bytes: number): void {
+    if (this.n + bytes > this.buf.length) this.grow(bytes);
+  }
+
+  private grow(bytes: number): void {
+    const grown = new Uint8Array(Math.max(this.buf.length * 2, this.n + bytes));
+    grown.set(this.buf.subarray(0, this.n));
+    this.buf = grown;
+  }
+
+  byte(c: number): void {
+    this.reserve(1);
+    this.buf[this.n++] = c;
+  }
+
+  ascii(bytes: Uint8Array): void {
+    this.reserve(bytes.length);
+    const buf = this.buf;
+    let n = this.n;
+    // A loop: TypedArray#set costs more than copying a few bytes.
+    for (let k = 0; k < bytes.length; k++) buf[n++] = bytes[k] as number;
+    this.n = n;
+  }
+
+  /** JSON text (already encoded as a string) as UTF-8. */
+  text(json: string): void {
+    const bytes = utf8Encoder.encode(json);
+    this.reserve(bytes.length);
+    this.buf.set(bytes, this.n);
+    this.n += bytes.length;
+  }
+
+  /** `s` as a JSON string. */
+  string(s: string): void {
+    this.reserve(s.length + 2);
+    const buf = this.buf;
+    let n = this.n;
+    buf[n++] = QUOTE;
+    for (let k = 0; k < s.length; k++) {
+      const c = s.charCodeAt(k);
+      // Controls, '"', '\' are escaped and non-ASCII is UTF-8 encoded: the general way.
+      if (c < SPACE || c > 0x7e || c === QUOTE || c === BACKSLASH) return this.text(JSON.stringify(s));
+      buf[n++] = c;
+    }
+    buf[n++] = QUOTE;
+    this.n = n;
+  }
+
+  /** A non-negative safe integer, in decimal (as JSON writes it). */
+  integer(v: number): void {
+    const digits = String(v);
+    this.reserve(digits.length);
+    const buf = this.buf;
+    let n = this.n;
+    for (let k = 0; k < digits.length; k++) buf[n++] = digits.charCodeAt(k);
+    this.n = n;
+  }
+
+  /** The bytes written, prefix space included, in a buffer of exactly their size. */
+  finish(): Uint8Array {
+    return this.n === this.buf.length ? this.buf : this.buf.slice(0, this.n);
+  }
 }
 
 function checkName(name: unknown): asserts name is string {
@@ -285,14 +398,15 @@ export function parseHeader(headerBytes: Uint8Array, fileLength: number, path: s
   const header = parseHeaderJson(headerBytes, path);
   const literals = header.json !== undefined && FRACTION_HINT.test(header.json) ? nonIntegerLiterals(header.json) : undefined;
 
-  if (header.names.length > MAX_TENSORS) throw tooManyTensors(header.names.length, path);
+  const { canonical } = header;
+  const tensorNames = canonical === undefined ? header.names : canonical.names;
+  if (tensorNames.length > MAX_TENSORS) throw tooManyTensors(tensorNames.length, path);
   const metadata = header.hasMetadata ? checkMetadata(header.metadata, path) : {};
 
-  const tensorNames = header.names;
   const infos: TensorInfo[] = [];
   for (let i = 0; i < tensorNames.length; i++) {
     const name = tensorNames[i] as string;
-    infos.push(checkEntry(name, header.values[i], path));
+    infos.push(canonical === undefined ? checkEntry(name, header.values[i], path) : checkInfo(name, canonical.entries[i] as CanonicalEntry, path));
     const literal = literals?.get(name);
     if (literal !== undefined) {
       const [field, text] = literal;
@@ -336,17 +450,25 @@ export function parseHeader(headerBytes: Uint8Array, fileLength: number, path: s
     );
   }
 
-  const tensors = new Map<string, TensorInfo>();
-  for (let k = 0; k < infos.length; k++) {
-    const i = order === undefined ? k : (order[k] as number);
-    tensors.set(tensorNames[i] as string, infos[i] as TensorInfo);
+  // The fast path's map holds the validated entries themselves (checkInfo returns them): in file order
+  // already, it is the index.
+  let tensors: Map<string, TensorInfo>;
+  if (order === undefined && canonical !== undefined) {
+    tensors = canonical.tensors as Map<string, TensorInfo>;
+  } else {
+    tensors = new Map();
+    for (let k = 0; k < infos.length; k++) {
+      const i = order === undefined ? k : (order[k] as number);
+      tensors.set(tensorNames[i] as string, infos[i] as TensorInfo);
+    }
   }
   return { headerLength: n, dataOffset, dataLength: cursor, fileLength, metadata, tensors };
 }
 
 /**
  * Decodes a whole safetensors file held in memory: {@link readHeaderLength} and {@link parseHeader}
- * (every check), then views of each tensor's bytes. Nothing is copied: the tensors alias `bytes`.
+ * (every check), then views of each tensor's bytes. Nothing is copied: the tensors alias `bytes`, and
+ * share their (read-only) shape arrays with the index.
  *
  * @param bytes - The complete file.
  * @param path - The file, named in errors.
@@ -363,10 +485,11 @@ export function decodeSafetensors(bytes: Uint8Array, path: string): DecodedSafet
   const index = parseHeader(bytes.subarray(HEADER_PREFIX_BYTES, HEADER_PREFIX_BYTES + n), bytes.byteLength, path);
   const tensors: TensorMap = new Map();
   for (const [name, info] of index.tensors) {
+    // The shape array is the index's (both read-only): one array per tensor, not two.
     const t: Tensor = {
       dtype: info.dtype,
-      shape: [...info.shape],
-      data: bytes.subarray(index.dataOffset + info.begin, index.dataOffset + info.end),
+      shape: info.shape,
+      data: new Uint8Array(bytes.buffer, bytes.byteOffset + index.dataOffset + info.begin, info.end - info.begin),
     };
     tensors.set(name, t);
   }
@@ -409,8 +532,13 @@ function tooManyTensors(count: number | undefined, path: string): CkptError {
   });
 }
 
-/** A parsed header: tensor names and their raw entries in order, and the raw `__metadata__` value. */
+/**
+ * A parsed header: tensor names and their entries in order (as read by the canonical fast path, or the
+ * raw JSON values), and the raw `__metadata__` value.
+ */
 interface HeaderJson {
+  /** The header as the fast path read it; undefined when the general parser read it (the rest). */
+  readonly canonical: CanonicalHeader | undefined;
   readonly names: string[];
   readonly values: unknown[];
   readonly hasMetadata: boolean;
@@ -438,10 +566,11 @@ function parseHeaderJson(headerBytes: Uint8Array, path: string): HeaderJson {
   // The member limit (tensors, + 1 for __metadata__ if the text names it anywhere) stops a hostile
   // header while it is parsed, before it is fully built.
   const json = end === text.length ? text : text.slice(0, end);
-  const canonical = scanCanonicalHeader(json, MAX_TENSORS);
+  // The padding is ASCII: as many bytes as characters.
+  const canonical = scanCanonicalHeader(headerBytes.subarray(0, headerBytes.byteLength - (text.length - end)), json, MAX_TENSORS);
   if (canonical !== undefined) {
-    const { names, entries, metadata } = canonical;
-    return { names, values: entries, hasMetadata: metadata !== undefined, metadata, json: undefined };
+    const { metadata } = canonical;
+    return { canonical, names: [], values: [], hasMetadata: metadata !== undefined, metadata, json: undefined };
   }
   const limit = json.includes(`"${METADATA_KEY}"`) ? MAX_TENSORS + 1 : MAX_TENSORS;
   const value = parseJson(json, path, {
@@ -457,7 +586,7 @@ function parseHeaderJson(headerBytes: Uint8Array, path: string): HeaderJson {
   const root = value as Record<string, unknown>;
   const names = Object.keys(root).filter((k) => k !== METADATA_KEY);
   const hasMetadata = Object.hasOwn(root, METADATA_KEY);
-  return { names, values: names.map((k) => root[k]), hasMetadata, metadata: hasMetadata ? root[METADATA_KEY] : undefined, json };
+  return { canonical: undefined, names, values: names.map((k) => root[k]), hasMetadata, metadata: hasMetadata ? root[METADATA_KEY] : undefined, json };
 }
 
 /**
@@ -547,6 +676,7 @@ function jsonType(v: unknown): string {
   return typeof v === 'object' ? 'an object' : `a ${typeof v}`;
 }
 
+/** Checks that a parsed JSON entry has the members and JSON types of a tensor, then {@link checkInfo}. */
 function checkEntry(name: string, value: unknown, path: string): TensorInfo {
   if (!isObject(value)) {
     throw new CkptError('HEADER_INVALID', `${where(name, path)}: entry must be an object with dtype, shape and data_offsets, got ${jsonType(value)}`, {
@@ -575,6 +705,45 @@ function checkEntry(name: string, value: unknown, path: string): TensorInfo {
   if (typeof dtype !== 'string') {
     throw new CkptError('HEADER_INVALID', `${where(name, path)}: dtype must be a string, got ${jsonType(dtype)}`, { path, tensor: name });
   }
+  checkDtype(name, dtype, path);
+  const shape = value['shape'];
+  if (!Array.isArray(shape)) {
+    throw new CkptError('HEADER_INVALID', `${where(name, path)}: shape must be an array, got ${jsonType(shape)}`, { path, tensor: name });
+  }
+  // The dimensions' types are checked with their values.
+  const bytes = shapeBytes(name, dtype, shape as number[], path);
+  const offsets = value['data_offsets'];
+  if (!Array.isArray(offsets) || offsets.length !== 2) {
+    throw new CkptError('HEADER_INVALID', `${where(name, path)}: data_offsets must be an array [begin, end], got ${JSON.stringify(offsets)}`, {
+      path,
+      tensor: name,
+    });
+  }
+  const [begin, end] = offsets as unknown[];
+  if (!isOffset(begin) || !isOffset(end)) {
+    throw new CkptError('INVALID_OFFSETS', `${where(name, path)}: data_offsets ${JSON.stringify(offsets)} must be non-negative integers below 2^53`, {
+      path,
+      tensor: name,
+      received: offsets,
+    });
+  }
+  const info: TensorInfo = { dtype, shape: shape as number[], begin, end };
+  checkRange(name, info, bytes, path);
+  return info;
+}
+
+/**
+ * Checks an entry read by the canonical fast path (its fields are of the right JSON types by
+ * construction) as {@link checkEntry} checks a parsed one, and returns the entry itself as the info.
+ */
+function checkInfo(name: string, entry: CanonicalEntry, path: string): TensorInfo {
+  const { dtype, shape } = entry;
+  checkDtype(name, dtype, path);
+  checkRange(name, entry as TensorInfo, shapeBytes(name, dtype, shape, path), path);
+  return entry as TensorInfo;
+}
+
+function checkDtype(name: string, dtype: string, path: string): asserts dtype is DType {
   if (!isDType(dtype)) {
     throw new CkptError('UNKNOWN_DTYPE', `${where(name, path)}: unknown dtype ${JSON.stringify(dtype)}`, {
       path,
@@ -582,11 +751,10 @@ function checkEntry(name: string, value: unknown, path: string): TensorInfo {
       received: dtype,
     });
   }
+}
 
-  const shape = value['shape'];
-  if (!Array.isArray(shape)) {
-    throw new CkptError('HEADER_INVALID', `${where(name, path)}: shape must be an array, got ${jsonType(shape)}`, { path, tensor: name });
-  }
+/** Bytes of a `dtype` tensor of `shape`: at most {@link MAX_RANK} non-negative integers, counts below 2^53. */
+function shapeBytes(name: string, dtype: DType, shape: readonly number[], path: string): number {
   if (shape.length > MAX_RANK) {
     throw new CkptError('INVALID_SHAPE', `${where(name, path)}: rank ${shape.length} exceeds the limit of ${MAX_RANK}`, {
       path,
@@ -613,30 +781,19 @@ function checkEntry(name: string, value: unknown, path: string): TensorInfo {
       });
     }
   }
-  const dims = shape as number[];
   const bytes = elements * DTYPES[dtype].size;
   if (!Number.isSafeInteger(bytes)) {
-    throw new CkptError('SIZE_OVERFLOW', `${where(name, path)}: byte size of ${dtype} [${dims.join(', ')}] exceeds 2^53`, {
+    throw new CkptError('SIZE_OVERFLOW', `${where(name, path)}: byte size of ${dtype} [${shape.join(', ')}] exceeds 2^53`, {
       path,
       tensor: name,
     });
   }
+  return bytes;
+}
 
-  const offsets = value['data_offsets'];
-  if (!Array.isArray(offsets) || offsets.length !== 2) {
-    throw new CkptError('HEADER_INVALID', `${where(name, path)}: data_offsets must be an array [begin, end], got ${JSON.stringify(offsets)}`, {
-      path,
-      tensor: name,
-    });
-  }
-  const [begin, end] = offsets as unknown[];
-  if (!isOffset(begin) || !isOffset(end)) {
-    throw new CkptError('INVALID_OFFSETS', `${where(name, path)}: data_offsets ${JSON.stringify(offsets)} must be non-negative integers below 2^53`, {
-      path,
-      tensor: name,
-      received: offsets,
-    });
-  }
+/** Offsets in order, covering exactly the tensor's `bytes`. */
+function checkRange(name: string, info: TensorInfo, bytes: number, path: string): void {
+  const { dtype, shape, begin, end } = info;
   if (begin > end) {
     throw new CkptError('INVALID_OFFSETS', `${where(name, path)}: data_offsets [${begin}, ${end}] are reversed`, {
       path,
@@ -647,11 +804,10 @@ function checkEntry(name: string, value: unknown, path: string): TensorInfo {
   if (end - begin !== bytes) {
     throw new CkptError(
       'TENSOR_SIZE_MISMATCH',
-      `${where(name, path)}: data_offsets [${begin}, ${end}] cover ${end - begin} bytes but ${dtype} [${dims.join(', ')}] needs ${bytes}`,
+      `${where(name, path)}: data_offsets [${begin}, ${end}] cover ${end - begin} bytes but ${dtype} [${shape.join(', ')}] needs ${bytes}`,
       { path, tensor: name, expected: bytes, received: end - begin },
     );
   }
-  return { dtype, shape: dims, begin, end };
 }
 
 function isOffset(v: unknown): v is number {

@@ -30,16 +30,23 @@ export type NumericArray =
   | Uint32Array
   | BigUint64Array;
 
+/** " of tensor …" for messages (built only for an error: shapes are checked for every tensor saved). */
+function ofTensor(name: string | undefined): string {
+  return name === undefined ? '' : ` of tensor "${name}"`;
+}
+
+function tensorContext(name: string | undefined): { tensor?: string } {
+  return name === undefined ? {} : { tensor: name };
+}
+
 /**
  * Number of elements of `shape`, checked: every dimension a non-negative safe integer, rank at most
  * {@link MAX_RANK}, the product a safe integer. Throws `INVALID_SHAPE` or `SIZE_OVERFLOW`.
  */
 export function numElements(shape: readonly unknown[], name?: string): number {
-  const ctx = name === undefined ? {} : { tensor: name };
-  const where = name === undefined ? '' : ` of tensor "${name}"`;
   if (shape.length > MAX_RANK) {
-    throw new CkptError('INVALID_SHAPE', `rank ${shape.length}${where} exceeds the limit of ${MAX_RANK}`, {
-      ...ctx,
+    throw new CkptError('INVALID_SHAPE', `rank ${shape.length}${ofTensor(name)} exceeds the limit of ${MAX_RANK}`, {
+      ...tensorContext(name),
       expected: MAX_RANK,
       received: shape.length,
     });
@@ -47,15 +54,15 @@ export function numElements(shape: readonly unknown[], name?: string): number {
   let n = 1;
   for (const d of shape) {
     if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
-      throw new CkptError('INVALID_SHAPE', `invalid dimension ${JSON.stringify(d)} in shape${where}`, {
-        ...ctx,
+      throw new CkptError('INVALID_SHAPE', `invalid dimension ${JSON.stringify(d)} in shape${ofTensor(name)}`, {
+        ...tensorContext(name),
         received: shape,
       });
     }
     n *= d;
     if (!Number.isSafeInteger(n)) {
-      throw new CkptError('SIZE_OVERFLOW', `element count of shape [${shape.join(', ')}]${where} overflows`, {
-        ...ctx,
+      throw new CkptError('SIZE_OVERFLOW', `element count of shape [${shape.join(', ')}]${ofTensor(name)} overflows`, {
+        ...tensorContext(name),
         received: shape,
       });
     }
@@ -68,7 +75,7 @@ export function byteLength(dtype: DType, shape: readonly unknown[], name?: strin
   const bytes = numElements(shape, name) * DTYPES[dtype].size;
   if (!Number.isSafeInteger(bytes)) {
     throw new CkptError('SIZE_OVERFLOW', `byte size of shape [${shape.join(', ')}] overflows`, {
-      ...(name === undefined ? {} : { tensor: name }),
+      ...tensorContext(name),
     });
   }
   return bytes;
