@@ -10,6 +10,8 @@
 export { CkptError, isCkptError } from './errors.js';
 export type { CkptErrorCode, CkptErrorContext } from './errors.js';
 export { VERSION } from './version.js';
+export { createBufferPool } from './buffers.js';
+export type { BufferPool, BufferPoolOptions } from './buffers.js';
 
 export {
   DTYPES,

@@ -1,12 +1,15 @@
 /**
- * Files beyond 2 GiB (offsets past 2^31, more than one read call per tensor) save, load and verify.
+ * Files beyond 2 GiB (offsets past 2^31, more than one read call per tensor) save, load (also on worker
+ * threads) and verify.
  * Set CKPT_SKIP_LARGE=1 to skip on machines without ~3 GB of free disk and memory.
  */
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { createBufferPool } from '../src/buffers.js';
 import { load, save, verify } from '../src/checkpoint/api.js';
+import type { LoadOptions } from '../src/checkpoint/load.js';
 import { run } from '../src/cli/index.js';
 import { tmpDir } from './helpers.js';
 
@@ -28,8 +31,8 @@ describe('large files', { skip: process.env.CKPT_SKIP_LARGE === '1' }, () => {
     const size = (await stat(join(path, 'model.safetensors'))).size;
     assert.ok(size > 2 ** 31, `file is ${size} bytes`);
 
-    const check = async (): Promise<void> => {
-      const back = await load(path);
+    const check = async (options: LoadOptions = {}): Promise<void> => {
+      const back = await load(path, options);
       for (const [i, name] of ['part0', 'part1', 'part2'].entries()) {
         const t = back.tensors.model?.get(name);
         assert.ok(t, name);
@@ -40,6 +43,8 @@ describe('large files', { skip: process.env.CKPT_SKIP_LARGE === '1' }, () => {
       }
     };
     await check(); // the loaded tensors go out of scope before verify reads everything again
+    // Into shared memory, tensor by tensor on worker threads.
+    await check({ allocate: createBufferPool({ shared: true }).allocate, threads: 2 });
     assert.equal((await verify(path)).valid, true);
 
     let out = '';

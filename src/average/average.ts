@@ -21,6 +21,7 @@ import { openReader } from '../storage/reader.js';
 import type { DType } from '../tensor/dtype.js';
 import { isAveragedDType } from './accumulate.js';
 import { AveragePool, JobFailed, MAX_JOB_TENSORS, OUTPUTS, TILE, tileCount } from './parallel.js';
+import { MAX_THREADS, coreThreads } from '../threads.js';
 import { Workspace } from './workspace.js';
 
 /**
@@ -209,10 +210,7 @@ export function resolveAverageOptions(options: AverageOptions = {}): ResolvedAve
   };
 }
 
-/** Most worker threads an averaging may use. */
-export const MAX_THREADS = 64;
-/** Worker threads by default: one per core, at most this many (memory bandwidth, not cores, runs out next). */
-const DEFAULT_MAX_THREADS = 4;
+export { MAX_THREADS };
 /** Below this many bytes to read, starting worker threads costs more than they save (by default). */
 const PARALLEL_MIN_BYTES = 1024 ** 3;
 
@@ -1098,7 +1096,7 @@ export function bytesToRead(manifests: readonly Pick<Manifest, 'groups'>[], grou
  * one per core, at most 4, from 1 GiB to read; none below.
  */
 export function defaultThreads(bytes: number, cores: number): number {
-  return bytes >= PARALLEL_MIN_BYTES ? Math.max(1, Math.min(cores, DEFAULT_MAX_THREADS)) : 0;
+  return bytes >= PARALLEL_MIN_BYTES ? coreThreads(cores) : 0;
 }
 
 /** The part of {@link averageOnce} after the selection: checks, then streams the average into the output. */

@@ -39,7 +39,7 @@ export interface WorkerSetup {
   readonly setup: true;
   readonly tile: number;
   /** The {@link OUTPUTS} output buffers (views of shared memory). */
-  readonly outputs: readonly { readonly buffer: SharedArrayBuffer; readonly byteOffset: number; readonly byteLength: number }[];
+  readonly outputs: readonly SharedView[];
   /** One Int32 per output: the next tile of the job filling that output. */
   readonly counters: SharedArrayBuffer;
   /** Per output, `crcStride` Uint32 per tile: the crc32 of each read of the tile. */
@@ -50,7 +50,18 @@ export interface WorkerSetup {
   readonly reads: number;
 }
 
-/** One tensor of a job: `length` bytes at `at` of the output, from each of `reads`. */
+/** A view of shared memory, as it is posted to a worker. */
+export interface SharedView {
+  readonly buffer: SharedArrayBuffer;
+  readonly byteOffset: number;
+  readonly byteLength: number;
+}
+
+/**
+ * One tensor of a job: `length` bytes at `at` of the output, from each of `reads`. With a `target`, the
+ * bytes of the (single) read go straight into it, at `at`, instead of into the job's output (a verified
+ * load: read and hash, nothing to compute).
+ */
 export interface JobTensor {
   readonly dtype: DType;
   readonly at: number;
@@ -61,6 +72,7 @@ export interface JobTensor {
   readonly weights: readonly number[] | undefined;
   /** Without weights, the read whose bytes are the output. */
   readonly keep: number;
+  readonly target?: SharedView;
 }
 
 /** Consecutive tensors computed into one output buffer. */
@@ -156,7 +168,7 @@ export class AveragePool {
         if (m !== READY) this.settle(m);
       });
       worker.on('error', (e) => this.fail(e));
-      worker.on('exit', (code) => this.fail(new Error(`averaging worker thread exited (code ${code})`)));
+      worker.on('exit', (code) => this.fail(new Error(`worker thread exited (code ${code})`)));
       return worker;
     });
     this.ready = Promise.all(started).then((all) => all.every(Boolean));
@@ -169,12 +181,13 @@ export class AveragePool {
 
   /**
    * Allocates the {@link OUTPUTS} output buffers of `outputBytes` each and the crc table for `reads`
-   * checkpoints, and shares them with the workers.
+   * checkpoints and jobs of up to `jobBytes` (the output size by default), and shares them with the
+   * workers.
    */
-  configure(outputBytes: number, reads: number): void {
+  configure(outputBytes: number, reads: number, jobBytes = outputBytes): void {
     const outputs = Array.from({ length: OUTPUTS }, () => ({ buffer: new SharedArrayBuffer(outputBytes + SKEW), byteOffset: SKEW, byteLength: outputBytes }));
-    // A job's tensors fit in one output: at most one tile per TILE bytes, plus one partial tile per tensor.
-    const maxTiles = Math.ceil(outputBytes / TILE) + MAX_JOB_TENSORS;
+    // At most one tile per TILE bytes of a job, plus one partial tile per tensor.
+    const maxTiles = Math.ceil(jobBytes / TILE) + MAX_JOB_TENSORS;
     const crcStride = maxTiles * reads;
     const counters = new SharedArrayBuffer(4 * OUTPUTS);
     const crcs = new SharedArrayBuffer(OUTPUTS * crcStride * 4);
@@ -191,7 +204,7 @@ export class AveragePool {
   }
 
   private get configured(): Configured {
-    if (this.shared === undefined) throw new CkptError('INVALID_ARGUMENT', 'averaging worker pool used before configure()', {});
+    if (this.shared === undefined) throw new CkptError('INVALID_ARGUMENT', 'worker pool used before configure()', {});
     return this.shared;
   }
 
@@ -245,13 +258,29 @@ export class AveragePool {
 
   private fail(e: Error): void {
     this.broken ??= e;
-    for (const r of this.running.values()) r.reject(new CkptError('IO_ERROR', `averaging worker thread failed: ${e.message}`, { cause: e }));
+    for (const r of this.running.values()) r.reject(new CkptError('IO_ERROR', `worker thread failed: ${e.message}`, { cause: e }));
     this.running.clear();
+  }
+
+  /** Whether a worker failed (the pool then serves no job any more). */
+  get failed(): boolean {
+    return this.broken !== undefined;
+  }
+
+  /**
+   * Lets the process exit while the workers idle (`false`), or keeps it running while they work (`true`):
+   * a pool kept between loads is held only while it runs jobs.
+   */
+  hold(held: boolean): void {
+    for (const w of this.workers) {
+      if (held) w.ref();
+      else w.unref();
+    }
   }
 
   /** Terminates the workers (waiting until they stopped). Never throws; idempotent. */
   async close(): Promise<void> {
-    this.broken ??= new Error('the averaging worker threads were closed');
+    this.broken ??= new Error('the worker threads were closed');
     const workers = this.workers.splice(0);
     await Promise.all(workers.map((w) => w.terminate().catch(() => undefined)));
   }

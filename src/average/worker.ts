@@ -50,23 +50,36 @@ function runTile(job: Job, t: JobTensor, tile: number, crcAt: number): void {
   const crc32 = crc32Implementation().fn;
   const begin = tile * setup.tile;
   const length = Math.min(setup.tile, t.length - begin);
+  if (t.target !== undefined) {
+    // A verified load: the read goes straight to its place, and is hashed there.
+    const read = t.reads[0] as JobTensor['reads'][number];
+    const bytes = new Uint8Array(t.target.buffer, t.target.byteOffset + t.at + begin, length);
+    readTile(read.fd, bytes, read.offset + begin, 0);
+    if (job.hash) crcTable[crcAt] = length === 0 ? 0 : crc32(bytes, 0);
+    return;
+  }
   const out = outputs[job.output] as Uint8Array;
   for (let k = 0; k < t.reads.length; k++) {
     const read = t.reads[k] as JobTensor['reads'][number];
     const position = read.offset + begin;
     const bytes = workspace.place(0, position, length);
-    let got: number;
-    try {
-      got = readDescriptor(read.fd, bytes, position);
-    } catch (e) {
-      throw new ReadFailure(k, e);
-    }
-    if (got < length) throw new ReadFailure(k, undefined, { offset: position, length, got });
+    readTile(read.fd, bytes, position, k);
     if (job.hash) crcTable[crcAt + k] = length === 0 ? 0 : crc32(bytes, 0);
     if (t.weights !== undefined) workspace.accumulate(bytes, t.dtype as AveragedDType, t.weights[k] as number, k === 0);
     else if (k === t.keep) out.set(bytes, t.at + begin);
   }
   if (t.weights !== undefined) workspace.finish(job.divisor, t.dtype as AveragedDType, out.subarray(t.at + begin, t.at + begin + length));
+}
+
+/** Fills `bytes` from `fd` at `position`; a failure names read `k` of the tile. */
+function readTile(fd: number, bytes: Uint8Array, position: number, k: number): void {
+  let got: number;
+  try {
+    got = readDescriptor(fd, bytes, position);
+  } catch (e) {
+    throw new ReadFailure(k, e);
+  }
+  if (got < bytes.byteLength) throw new ReadFailure(k, undefined, { offset: position, length: bytes.byteLength, got });
 }
 
 function run(job: Job): JobDone {

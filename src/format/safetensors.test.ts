@@ -469,6 +469,41 @@ describe('properties', () => {
     );
   });
 
+  it('writes exactly the documented JSON, whatever the names (escapes, non-ASCII) and sizes', () => {
+    // The encoder writes bytes directly; the layout it promises, spelled with JSON.stringify, is the oracle.
+    const bigShape = fc.array(fc.constantFrom<number>(0, 1, 9, 10, 99, 1000, 65536, 123456789), { maxLength: 3 });
+    // Every partial product below 2^53 (the encoder refuses others) and at most 1 MiB of data.
+    const fits = (shape: number[]): boolean => shape.every((_, i) => Number.isSafeInteger(shape.slice(0, i + 1).reduce((a, b) => a * b, 1)));
+    const zeroData = fc.tuple(dtypeArb, bigShape).filter(([d, shape]) => fits(shape) && shape.reduce((a, b) => a * b, 1) * DTYPES[d].size <= 1 << 20);
+    const entries = fc.uniqueArray(fc.tuple(fc.oneof(nameArb, fc.string({ minLength: 1, maxLength: 6 })), fc.oneof(tensorArb, zeroData.map(([d, shape]) => patterned(d, shape)))), {
+      selector: ([n]) => n,
+      maxLength: 8,
+    });
+    fc.assert(
+      fc.property(
+        entries.filter((e) => e.every(([n]) => n !== '__metadata__')),
+        metaArb,
+        (list, metadata) => {
+          const map: TensorMap = new Map(list);
+          const parts: string[] = metadata === undefined ? [] : [`"__metadata__":{${Object.entries(metadata).map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`];
+          let offset = 0;
+          for (const [name, t] of map) {
+            const end = offset + t.data.byteLength;
+            parts.push(`${JSON.stringify(name)}:{"dtype":"${t.dtype}","shape":[${t.shape.join(',')}],"data_offsets":[${offset},${end}]}`);
+            offset = end;
+          }
+          const json = utf8.encode(`{${parts.join(',')}}`);
+          const n = Math.ceil(json.byteLength / DATA_ALIGNMENT) * DATA_ALIGNMENT;
+          const expected = new Uint8Array(8 + n).fill(0x20, 8 + json.byteLength);
+          new DataView(expected.buffer).setBigUint64(0, BigInt(n), true);
+          expected.set(json, 8);
+          assert.deepStrictEqual(Buffer.from(encodeSafetensors(map, metadata).header), Buffer.from(expected));
+        },
+      ),
+      { numRuns: fuzzRuns(300) },
+    );
+  });
+
   it('decoding random bytes returns or throws a CkptError, quickly', () => {
     const header = fc.oneof(
       fc.uint8Array({ maxLength: 64 }),

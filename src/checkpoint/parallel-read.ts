@@ -1,0 +1,171 @@
+/**
+ * Verified reads on worker threads (`LoadOptions.threads`). A verified read on one thread is bound by
+ * that thread hashing every byte the thread pool copied on another core (each byte crosses between the
+ * cores' caches); here each worker reads its share of the file in tiles straight into the destination
+ * and hashes each tile while it is in its core's cache, and this thread combines the tiles' crc32s in
+ * file order (`crc32Combine`). Workers can only write into shared memory, so this serves destinations
+ * that are views of a `SharedArrayBuffer` (`createBufferPool({ shared: true })`) read through a file
+ * descriptor (the fs backend).
+ *
+ * The threads are the averaging's (`../average/parallel.ts`), started on first use and kept for the next
+ * load: starting them costs tens of milliseconds, about what they save on a 1 GiB read. Idle, they do
+ * not keep the process alive.
+ *
+ * @module
+ */
+import { AveragePool, JobFailed, type JobTensor, MAX_JOB_TENSORS, type SharedView, TILE } from '../average/parallel.js';
+import type { Hasher } from './checksum.js';
+
+/** Bytes of one job (the crc table holds one job's tiles; two jobs are in flight). */
+const JOB_BYTES = 64 * 1024 * 1024;
+/** Largest piece of one read in a job (a tensor larger than this is cut). */
+const PIECE_BYTES = 16 * 1024 * 1024;
+
+/** One contiguous range of a file and where its bytes go (consecutive segments follow each other in the file). */
+export interface Segment {
+  readonly offset: number;
+  readonly target: Uint8Array;
+}
+
+/** A failed read: which segment and what the worker reported. */
+export class SegmentFailed extends Error {
+  constructor(
+    readonly segment: number,
+    readonly failure: JobFailed['failure'],
+  ) {
+    super(failure.message);
+  }
+}
+
+interface Kept {
+  readonly threads: number;
+  readonly pool: Promise<AveragePool | undefined>;
+  /** Loads take the pool in turn (its counters and crc tables serve one read at a time). */
+  turn: Promise<void>;
+}
+
+let kept: Kept | undefined;
+
+/** The pool of `threads` workers, started on first use; undefined when they cannot start. */
+function pool(threads: number): Kept {
+  if (kept !== undefined && kept.threads === threads) return kept;
+  const previous = kept;
+  const started = (async () => {
+    await previous?.turn;
+    await (await previous?.pool)?.close();
+    // Held (keeping the process alive) until they are ready: this load waits for them.
+    const p = AveragePool.start(threads);
+    if (!(await p.ready)) {
+      await p.close();
+      return undefined;
+    }
+    // No output buffers: a load's bytes go to their targets.
+    p.configure(0, 1, JOB_BYTES + TILE);
+    p.hold(false);
+    return p;
+  })();
+  kept = { threads, pool: started, turn: Promise.resolve() };
+  return kept;
+}
+
+/** Terminates the kept worker threads (tests; a later load starts new ones). */
+export async function closeReadThreads(): Promise<void> {
+  const k = kept;
+  kept = undefined;
+  await k?.turn;
+  await (await k?.pool)?.close();
+}
+
+/**
+ * Reads `segments` of the file open as `fd` (consecutive, in file order, every target a view of shared
+ * memory) on `threads` worker threads and continues `hasher` (crc32) over their bytes in order. Resolves
+ * false, having read nothing, when the threads cannot serve (they failed to start or failed since): the
+ * caller then reads on this thread. Rejects with {@link SegmentFailed} for a failed read (the targets
+ * then hold partial data).
+ */
+export async function readSegments(threads: number, fd: number, segments: readonly Segment[], hasher: Required<Hasher>): Promise<boolean> {
+  const k = pool(threads);
+  const p = await k.pool;
+  if (p === undefined || p.failed) {
+    if (kept === k) kept = undefined;
+    await p?.close();
+    return false;
+  }
+  let release!: () => void;
+  const previous = k.turn;
+  k.turn = new Promise((resolve) => (release = resolve));
+  await previous;
+  p.hold(true);
+  try {
+    await run(p, fd, segments, hasher);
+    return true;
+  } finally {
+    p.hold(false);
+    release();
+  }
+}
+
+/** A job's tensors and, for each, the segment it reads. */
+interface Planned {
+  readonly tensors: JobTensor[];
+  readonly segments: number[];
+}
+
+/** Cuts the segments into jobs of at most {@link JOB_BYTES}, pieces of at most {@link PIECE_BYTES}. */
+function* plan(fd: number, segments: readonly Segment[], maxTensors: number): Generator<Planned> {
+  let job: Planned = { tensors: [], segments: [] };
+  let bytes = 0;
+  for (let s = 0; s < segments.length; s++) {
+    const { offset, target } = segments[s] as Segment;
+    const view: SharedView = { buffer: target.buffer as SharedArrayBuffer, byteOffset: target.byteOffset, byteLength: target.byteLength };
+    let at = 0;
+    do {
+      const length = Math.min(PIECE_BYTES, target.byteLength - at, Math.max(JOB_BYTES - bytes, 0));
+      if ((length === 0 && at < target.byteLength) || job.tensors.length === maxTensors) {
+        yield job;
+        job = { tensors: [], segments: [] };
+        bytes = 0;
+        continue;
+      }
+      job.tensors.push({ dtype: 'U8', at, length, reads: [{ fd, offset: offset + at }], weights: undefined, keep: 0, target: view });
+      job.segments.push(s);
+      bytes += length;
+      at += length;
+    } while (at < target.byteLength);
+  }
+  if (job.tensors.length > 0) yield job;
+}
+
+async function run(p: AveragePool, fd: number, segments: readonly Segment[], hasher: Required<Hasher>): Promise<void> {
+  let output = 0;
+  const start = (job: Planned): Promise<Uint32Array> => {
+    const running = p.run({ output, tensors: job.tensors, divisor: 1, hash: true });
+    output = (output + 1) % 2;
+    return running;
+  };
+  const jobs = plan(fd, segments, MAX_JOB_TENSORS);
+  let current = jobs.next();
+  let running = current.done === true ? undefined : start(current.value);
+  try {
+    while (current.done !== true && running !== undefined) {
+      const job = current.value;
+      let table: Uint32Array;
+      try {
+        table = await running;
+      } catch (e) {
+        if (e instanceof JobFailed) throw new SegmentFailed(job.segments[e.failure.tensor] ?? 0, e.failure);
+        throw e;
+      }
+      // The next job runs while this one's crcs are combined (the two tables alternate).
+      current = jobs.next();
+      running = current.done === true ? undefined : start(current.value);
+      let tile = 0;
+      for (const t of job.tensors) {
+        for (let at = 0; at < t.length; at += TILE) hasher.append(table[tile++] as number, Math.min(TILE, t.length - at));
+        if (t.length === 0) tile++;
+      }
+    }
+  } finally {
+    await running?.catch(() => undefined);
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * Verified loads on worker threads (`LoadOptions.threads` with shared memory: src/checkpoint/parallel-read.ts):
+ * the same tensors and the same verification as on the calling thread, every failure typed and naming its
+ * file, the fallbacks (other backends, sha256, memory that is not shared, small files) silent, and the
+ * kept threads never holding the process open.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { open, readFile, truncate, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { TILE } from '../src/average/parallel.js';
+import { createBufferPool } from '../src/buffers.js';
+import { load, save } from '../src/checkpoint/api.js';
+import { createHasher } from '../src/checkpoint/checksum.js';
+import { closeReadThreads, readSegments } from '../src/checkpoint/parallel-read.js';
+import type { TrainState } from '../src/checkpoint/types.js';
+import { isCkptError } from '../src/errors.js';
+import type { Backend, ObjectReader } from '../src/storage/backend.js';
+import { fsBackend } from '../src/storage/fs.js';
+import { memoryBackend } from '../src/storage/memory.js';
+import type { TensorMap } from '../src/tensor/tensor.js';
+import { tensor } from '../src/tensor/tensor.js';
+import { fuzzRuns, randoms, tmpDir } from './helpers.js';
+
+const MiB = 1024 * 1024;
+
+/** 40 MiB of model (over the 32 MiB from which threads read), a small optimizer group and state. */
+function stateAt(step: number): TrainState {
+  return {
+    step,
+    tensors: {
+      model: new Map([
+        ['a', tensor(randoms((24 * MiB) / 4 + 3, step), [(24 * MiB) / 4 + 3])],
+        ['empty', tensor(new Float32Array(0), [0])],
+        ['b', tensor(randoms((16 * MiB) / 4, step + 1), [1024, (16 * MiB) / 4096])],
+        ['c', tensor(new Uint8Array([1, 2, 3]), [3])],
+      ]),
+      optimizer: new Map([['m', tensor(randoms(1000, step + 2), [1000])]]),
+    },
+    state: { step },
+  };
+}
+
+function assertSameTensors(a: Record<string, TensorMap>, b: Record<string, TensorMap>): void {
+  assert.deepEqual(Object.keys(a), Object.keys(b));
+  for (const [group, map] of Object.entries(a)) {
+    const other = b[group] as TensorMap;
+    assert.deepEqual([...map.keys()], [...other.keys()]);
+    for (const [name, t] of map) {
+      const u = other.get(name);
+      assert.ok(u !== undefined, name);
+      assert.equal(t.dtype, u.dtype);
+      assert.deepEqual(t.shape, u.shape);
+      assert.ok(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength)), `${group}/${name}`);
+    }
+  }
+}
+
+async function saved(step = 1, options: { checksum?: 'crc32' | 'sha256' } = {}): Promise<string> {
+  const path = join(await tmpDir('ckpt-load-threads-'), `step-${step}`);
+  await save(path, stateAt(step), { sync: false, ...options });
+  return path;
+}
+
+describe('verified loads on worker threads', () => {
+  it('read the same tensors as the calling thread, into shared memory, reusing the pool', async () => {
+    const path = await saved();
+    const plain = await load(path, { threads: 0 });
+    const pool = createBufferPool({ shared: true });
+    for (const threads of [1, 2, 3]) {
+      const ck = await load(path, { allocate: pool.allocate, threads });
+      assertSameTensors(ck.tensors, plain.tensors);
+      assert.ok(ck.tensors.model?.get('a')?.data.buffer instanceof SharedArrayBuffer);
+      assert.deepEqual(ck.state, { step: 1 });
+      pool.release(ck.tensors);
+      assert.ok(pool.idleBytes > 40 * MiB);
+    }
+    // Unverified, or on one thread: the same, read here.
+    for (const options of [{ verify: false }, { threads: 0 }]) {
+      const ck = await load(path, { allocate: pool.allocate, ...options });
+      assertSameTensors(ck.tensors, plain.tensors);
+      pool.release(ck.tensors);
+    }
+  });
+
+  it('fall back silently where threads cannot serve: other backends, sha256, memory that is not shared', async () => {
+    const path = await saved();
+    const expected = (await load(path, { threads: 0 })).tensors;
+    const shared = createBufferPool({ shared: true });
+    // A memory backend has no descriptors.
+    const mem = memoryBackend();
+    await save({ backend: mem, key: 'ck' }, stateAt(1), { sync: false });
+    assertSameTensors((await load({ backend: mem, key: 'ck' }, { allocate: shared.allocate, threads: 2 })).tensors, expected);
+    const sha = await saved(1, { checksum: 'sha256' });
+    assertSameTensors((await load(sha, { allocate: shared.allocate, threads: 2 })).tensors, expected);
+    assertSameTensors((await load(path, { threads: 2 })).tensors, expected);
+  });
+
+  it('a corrupt byte anywhere is CHECKSUM_MISMATCH naming the file and step', async () => {
+    const path = await saved(3);
+    const file = join(path, 'model.safetensors');
+    const original = await readFile(file);
+    const pool = createBufferPool({ shared: true });
+    for (const at of [9, TILE - 1, TILE, 17 * MiB, original.byteLength - 1]) {
+      const bytes = Buffer.from(original);
+      bytes[at] = (bytes[at] as number) ^ 0x10;
+      await writeFile(file, bytes);
+      await assert.rejects(load(path, { allocate: pool.allocate, threads: 2 }), (e) => isCkptError(e) && e.code === 'CHECKSUM_MISMATCH' && e.path === file && e.step === 3, `byte ${at}`);
+    }
+    await writeFile(file, original);
+    assert.equal((await load(path, { allocate: pool.allocate, threads: 2 })).step, 3);
+  });
+
+  it('a file that shrinks, or cannot be read, after it was opened is a typed error naming it', async () => {
+    const path = await saved(5);
+    const file = join(path, 'model.safetensors');
+    const original = await readFile(file);
+    const size = original.byteLength;
+    const damaged = (damage: (reader: ObjectReader) => Promise<ObjectReader>): { backend: Backend; key: string } => {
+      const inner = fsBackend(dirname(path));
+      const backend: Backend = {
+        ...inner,
+        openReader: async (key) => {
+          const reader = await (inner.openReader as NonNullable<Backend['openReader']>)(key);
+          return inner.describe(key) === file ? damage(reader) : reader;
+        },
+      };
+      return { backend, key: basename(path) };
+    };
+    const pool = createBufferPool({ shared: true });
+    const shrinks = damaged(async (reader) => {
+      await truncate(file, size - 100);
+      return reader;
+    });
+    await assert.rejects(load(shrinks, { allocate: pool.allocate, threads: 2 }), (e) => isCkptError(e) && e.code === 'FILE_LENGTH_MISMATCH' && e.path === file && e.step === 5 && /ended while reading/.test(e.message));
+    await writeFile(file, original);
+    const dirFd = openSync(path, 'r');
+    try {
+      const unreadable = damaged(async (reader) => ({ ...reader, fd: dirFd, read: reader.read.bind(reader), close: reader.close.bind(reader) }));
+      await assert.rejects(load(unreadable, { allocate: pool.allocate, threads: 2 }), (e) => isCkptError(e) && e.code === 'IO_ERROR' && e.path === file && e.step === 5 && /EISDIR/.test(e.message));
+    } finally {
+      closeSync(dirFd);
+    }
+    // The threads serve the next load.
+    assert.equal((await load(path, { allocate: pool.allocate, threads: 2 })).step, 5);
+  });
+
+  it('concurrent loads share the kept threads, in turn', async () => {
+    const paths = await Promise.all([saved(1), saved(2), saved(3)]);
+    const expected = await Promise.all(paths.map(async (p) => (await load(p, { threads: 0 })).tensors));
+    const pool = createBufferPool({ shared: true });
+    const got = await Promise.all(paths.map((p) => load(p, { allocate: pool.allocate, threads: 2 })));
+    got.forEach((ck, i) => assertSameTensors(ck.tensors, expected[i] as Record<string, TensorMap>));
+    // Another thread count replaces the kept threads.
+    assertSameTensors((await load(paths[0] as string, { allocate: pool.allocate, threads: 1 })).tensors, expected[0] as Record<string, TensorMap>);
+    await closeReadThreads();
+  });
+
+  it('refuses a threads option that is not an integer from 0 to 64, and a shared option that is not a boolean', async () => {
+    const path = await saved();
+    for (const threads of [-1, 1.5, 65, Number.NaN, '2']) {
+      await assert.rejects(load(path, { threads: threads as number }), (e) => isCkptError(e) && e.code === 'INVALID_ARGUMENT' && /threads/.test(e.message), String(threads));
+    }
+    assert.throws(() => createBufferPool({ shared: 'yes' as unknown as boolean }), (e) => isCkptError(e) && e.code === 'INVALID_ARGUMENT');
+  });
+
+  it('idle kept threads do not keep the process alive', () => {
+    const script = `
+      const { save, load, createBufferPool } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+      const dir = ${JSON.stringify(join(process.env['TMPDIR'] ?? '/tmp', `ckpt-exit-${process.pid}`))};
+      const data = new Uint8Array(33 * 1024 * 1024);
+      await save(dir, { step: 1, tensors: { model: new Map([['w', { dtype: 'U8', shape: [data.length], data }]]) } }, { sync: false });
+      const ck = await load(dir, { allocate: createBufferPool({ shared: true }).allocate, threads: 2 });
+      const { rm } = await import('node:fs/promises');
+      await rm(dir, { recursive: true });
+      console.log(ck.tensors.model.get('w').data.buffer.constructor.name);
+    `;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(child.status, 0, child.stderr);
+    assert.equal(child.stdout.trim(), 'SharedArrayBuffer');
+  });
+});
+
+describe('readSegments', () => {
+  it('reads consecutive segments of any sizes into their targets, hashing them in order', async () => {
+    const dir = await tmpDir('ckpt-segments-');
+    const file = join(dir, 'data.bin');
+    const bytes = Buffer.from(randoms((3 * MiB) / 4, 7).buffer);
+    await writeFile(file, bytes);
+    const handle = await open(file, 'r');
+    try {
+      const sizes = fc.array(fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 100 }), fc.integer({ min: TILE - 2, max: TILE + 2 }), fc.integer({ min: 1, max: 3 * TILE })), { maxLength: 12 });
+      await fc.assert(
+        fc.asyncProperty(fc.integer({ min: 0, max: 1000 }), sizes, fc.integer({ min: 1, max: 3 }), async (start, lengths, threads) => {
+          let offset = start;
+          const segments = [];
+          for (const length of lengths) {
+            if (offset + length > bytes.byteLength) break;
+            // Targets at odd places of their shared buffers.
+            segments.push({ offset, target: new Uint8Array(new SharedArrayBuffer(length + 7), 7, length) });
+            offset += length;
+          }
+          const h = createHasher('crc32');
+          assert.equal(await readSegments(threads, handle.fd, segments, h as Required<typeof h>), true);
+          const expected = createHasher('crc32');
+          expected.update(bytes.subarray(start, offset));
+          assert.equal(h.digest(), expected.digest());
+          for (const s of segments) assert.ok(Buffer.from(s.target).equals(bytes.subarray(s.offset, s.offset + s.target.byteLength)));
+        }),
+        { numRuns: fuzzRuns(25) },
+      );
+    } finally {
+      await closeReadThreads();
+      await handle.close();
+    }
+  });
+
+  it('cuts jobs at 64 MiB and at 4,096 pieces, and reads across both', async () => {
+    const dir = await tmpDir('ckpt-segments-');
+    const file = join(dir, 'data.bin');
+    const bytes = Buffer.alloc(70 * MiB + 5000);
+    for (let i = 0; i < bytes.length; i += 4093) bytes[i] = i & 0xff;
+    await writeFile(file, bytes);
+    const handle = await open(file, 'r');
+    try {
+      // One 70 MiB segment (pieces of 16 MiB, two jobs), then 5,000 one-byte segments (two jobs by count).
+      const segments = [{ offset: 0, target: new Uint8Array(new SharedArrayBuffer(70 * MiB)) }];
+      for (let i = 0; i < 5000; i++) segments.push({ offset: 70 * MiB + i, target: new Uint8Array(new SharedArrayBuffer(1)) });
+      const h = createHasher('crc32');
+      assert.equal(await readSegments(2, handle.fd, segments, h as Required<typeof h>), true);
+      const expected = createHasher('crc32');
+      expected.update(bytes);
+      assert.equal(h.digest(), expected.digest());
+      assert.ok(Buffer.from((segments[0] as { target: Uint8Array }).target).equals(bytes.subarray(0, 70 * MiB)));
+      assert.ok(segments.slice(1).every((s, i) => s.target[0] === bytes[70 * MiB + i]));
+    } finally {
+      await closeReadThreads();
+      await handle.close();
+    }
+  });
+});
