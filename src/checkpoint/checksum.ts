@@ -126,8 +126,12 @@ function multModP(a: number, b: number): number {
  */
 let X_POW_2K: Uint32Array | undefined;
 
+/** The last length {@link xPow8n} was asked for, and its power: pieces of a file are mostly of one size. */
+let lastPower = { length: -1, power: 0 };
+
 /** x^(8 · length) modulo the CRC-32 polynomial: what appending `length` zero bytes multiplies a crc by. */
 function xPow8n(length: number): number {
+  if (length === lastPower.length) return lastPower.power;
   if (X_POW_2K === undefined) {
     X_POW_2K = new Uint32Array(64);
     X_POW_2K[0] = 0x40000000; // x^1
@@ -138,6 +142,7 @@ function xPow8n(length: number): number {
   for (let k = 3, n = length; n > 0; k++, n = Math.floor(n / 2)) {
     if (n % 2 === 1) p = multModP(X_POW_2K[k] as number, p);
   }
+  lastPower = { length, power: p };
   return p;
 }
 

@@ -137,35 +137,38 @@ function* plan(fd: number, segments: readonly Segment[], maxTensors: number): Ge
 }
 
 async function run(p: AveragePool, fd: number, segments: readonly Segment[], hasher: Required<Hasher>): Promise<void> {
+  // Two jobs in flight (their counters and crc tables alternate): a worker done with one goes on to the
+  // next at once, while this thread combines the finished job's crcs.
+  const running: { job: Planned; done: Promise<Uint32Array> }[] = [];
   let output = 0;
-  const start = (job: Planned): Promise<Uint32Array> => {
-    const running = p.run({ output, tensors: job.tensors, divisor: 1, hash: true });
-    output = (output + 1) % 2;
-    return running;
-  };
   const jobs = plan(fd, segments, MAX_JOB_TENSORS);
-  let current = jobs.next();
-  let running = current.done === true ? undefined : start(current.value);
+  const fill = (): void => {
+    while (running.length < 2) {
+      const next = jobs.next();
+      if (next.done === true) return;
+      running.push({ job: next.value, done: p.run({ output, tensors: next.value.tensors, divisor: 1, hash: true }) });
+      output = (output + 1) % 2;
+    }
+  };
   try {
-    while (current.done !== true && running !== undefined) {
-      const job = current.value;
+    fill();
+    for (let head = running.shift(); head !== undefined; head = running.shift()) {
       let table: Uint32Array;
       try {
-        table = await running;
+        table = await head.done;
       } catch (e) {
-        if (e instanceof JobFailed) throw new SegmentFailed(job.segments[e.failure.tensor] ?? 0, e.failure);
+        if (e instanceof JobFailed) throw new SegmentFailed(head.job.segments[e.failure.tensor] ?? 0, e.failure);
         throw e;
       }
-      // The next job runs while this one's crcs are combined (the two tables alternate).
-      current = jobs.next();
-      running = current.done === true ? undefined : start(current.value);
       let tile = 0;
-      for (const t of job.tensors) {
+      for (const t of head.job.tensors) {
         for (let at = 0; at < t.length; at += TILE) hasher.append(table[tile++] as number, Math.min(TILE, t.length - at));
         if (t.length === 0) tile++;
       }
+      // Its table is read: the slot takes the job after next.
+      fill();
     }
   } finally {
-    await running?.catch(() => undefined);
+    await Promise.allSettled(running.map((r) => r.done));
   }
 }
