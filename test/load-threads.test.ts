@@ -11,11 +11,11 @@ import { open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { TILE } from '../src/average/parallel.js';
 import { createBufferPool } from '../src/buffers.js';
 import { load, save } from '../src/checkpoint/api.js';
+import { openManager } from '../src/checkpoint/manager.js';
 import { createHasher } from '../src/checkpoint/checksum.js';
-import { closeReadThreads, readSegments } from '../src/checkpoint/parallel-read.js';
+import { READ_TILE as TILE, closeReadThreads, readSegments } from '../src/checkpoint/parallel-read.js';
 import type { TrainState } from '../src/checkpoint/types.js';
 import { isCkptError } from '../src/errors.js';
 import type { Backend, ObjectReader } from '../src/storage/backend.js';
@@ -159,6 +159,22 @@ describe('verified loads on worker threads', () => {
     await closeReadThreads();
   });
 
+  it('a manager restores into shared memory on worker threads', async () => {
+    const dir = await tmpDir('ckpt-load-threads-run-');
+    const manager = await openManager(dir, { save: { everySteps: 1 } });
+    try {
+      await manager.save(stateAt(7));
+      const pool = createBufferPool({ shared: true });
+      const { checkpoint } = await manager.restore('latest', { allocate: pool.allocate, threads: 2 });
+      assert.equal(checkpoint.step, 7);
+      assert.ok(checkpoint.tensors.model?.get('b')?.data.buffer instanceof SharedArrayBuffer);
+      assertSameTensors(checkpoint.tensors, (await manager.restore('latest', { threads: 0 })).checkpoint.tensors);
+      await assert.rejects(manager.restore('latest', { threads: -1 }), (e) => isCkptError(e) && e.code === 'INVALID_ARGUMENT');
+    } finally {
+      await manager.close();
+    }
+  });
+
   it('refuses a threads option that is not an integer from 0 to 64, and a shared option that is not a boolean', async () => {
     const path = await saved();
     for (const threads of [-1, 1.5, 65, Number.NaN, '2']) {
@@ -188,7 +204,7 @@ describe('readSegments', () => {
   it('reads consecutive segments of any sizes into their targets, hashing them in order', async () => {
     const dir = await tmpDir('ckpt-segments-');
     const file = join(dir, 'data.bin');
-    const bytes = Buffer.from(randoms((3 * MiB) / 4, 7).buffer);
+    const bytes = Buffer.from(randoms((8 * MiB) / 4, 7).buffer);
     await writeFile(file, bytes);
     const handle = await open(file, 'r');
     try {

@@ -100,9 +100,9 @@ export interface JobDone {
   };
 }
 
-/** The number of tiles of a tensor of `bytes` bytes. */
-export function tileCount(bytes: number): number {
-  return Math.max(1, Math.ceil(bytes / TILE));
+/** The number of tiles of a tensor of `bytes` bytes (tiles of `tile` bytes). */
+export function tileCount(bytes: number, tile = TILE): number {
+  return Math.max(1, Math.ceil(bytes / tile));
 }
 
 /** What {@link AveragePool.run} throws when a worker reports a failure. */
@@ -129,6 +129,7 @@ interface Configured {
   readonly crcs: Uint32Array;
   readonly crcStride: number;
   readonly reads: number;
+  readonly tile: number;
 }
 
 /**
@@ -181,17 +182,17 @@ export class AveragePool {
 
   /**
    * Allocates the {@link OUTPUTS} output buffers of `outputBytes` each and the crc table for `reads`
-   * checkpoints and jobs of up to `jobBytes` (the output size by default), and shares them with the
-   * workers.
+   * checkpoints and jobs of up to `jobBytes` (the output size by default) in tiles of `tile` bytes, and
+   * shares them with the workers.
    */
-  configure(outputBytes: number, reads: number, jobBytes = outputBytes): void {
+  configure(outputBytes: number, reads: number, jobBytes = outputBytes, tile = TILE): void {
     const outputs = Array.from({ length: OUTPUTS }, () => ({ buffer: new SharedArrayBuffer(outputBytes + SKEW), byteOffset: SKEW, byteLength: outputBytes }));
     // At most one tile per TILE bytes of a job, plus one partial tile per tensor.
-    const maxTiles = Math.ceil(jobBytes / TILE) + MAX_JOB_TENSORS;
+    const maxTiles = Math.ceil(jobBytes / tile) + MAX_JOB_TENSORS;
     const crcStride = maxTiles * reads;
     const counters = new SharedArrayBuffer(4 * OUTPUTS);
     const crcs = new SharedArrayBuffer(OUTPUTS * crcStride * 4);
-    const setup: WorkerSetup = { setup: true, tile: TILE, outputs, counters, crcs, crcStride, reads };
+    const setup: WorkerSetup = { setup: true, tile, outputs, counters, crcs, crcStride, reads };
     for (const w of this.workers) w.postMessage(setup);
     this.shared = {
       outputs: outputs.map((o) => new Uint8Array(o.buffer, o.byteOffset, o.byteLength)),
@@ -200,6 +201,7 @@ export class AveragePool {
       crcs: new Uint32Array(crcs),
       crcStride,
       reads,
+      tile,
     };
   }
 
@@ -216,6 +218,11 @@ export class AveragePool {
   /** Number of worker threads. */
   get size(): number {
     return this.workers.length;
+  }
+
+  /** Bytes of a tile. */
+  get tile(): number {
+    return this.configured.tile;
   }
 
   /** Most tiles in one job. */

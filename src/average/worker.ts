@@ -45,7 +45,7 @@ class ReadFailure {
   ) {}
 }
 
-/** Tile `tile` of tensor `t` (bytes `tile · TILE`… of it); its crcs go to `crcs` at `crcAt`. */
+/** Tile `tile` of tensor `t` (bytes `tile · setup.tile`… of it); its crcs go to `crcs` at `crcAt`. */
 function runTile(job: Job, t: JobTensor, tile: number, crcAt: number): void {
   const crc32 = crc32Implementation().fn;
   const begin = tile * setup.tile;
@@ -89,8 +89,8 @@ function run(job: Job): JobDone {
   let first = 0;
   for (;;) {
     const n = Atomics.add(counters, job.output, 1);
-    while (t < job.tensors.length && n >= first + tileCount((job.tensors[t] as JobTensor).length)) {
-      first += tileCount((job.tensors[t] as JobTensor).length);
+    while (t < job.tensors.length && n >= first + tileCount((job.tensors[t] as JobTensor).length, setup.tile)) {
+      first += tileCount((job.tensors[t] as JobTensor).length, setup.tile);
       t++;
     }
     if (t >= job.tensors.length) return { id: job.id };

@@ -487,13 +487,19 @@ export class CheckpointReader {
   }
 }
 
-/** Loads the checkpoint at `key` of `backend`. See {@link LoadOptions}. */
-export async function readCheckpoint(backend: Backend, key: string, options: LoadOptions = {}): Promise<Checkpoint> {
-  const verify = options.verify ?? true;
+/** The worker threads `options` ask for; throws `INVALID_ARGUMENT` for a value that is not an integer from 0 to 64. */
+export function loadThreads(options: Pick<LoadOptions, 'threads'>): number {
   const { threads = coreThreads(availableParallelism()) } = options;
   if (!isCount(threads) || threads > MAX_THREADS) {
     throw new CkptError('INVALID_ARGUMENT', `invalid load options: threads must be an integer from 0 to ${MAX_THREADS}, got ${String(threads)}`, { received: threads });
   }
+  return threads;
+}
+
+/** Loads the checkpoint at `key` of `backend`. See {@link LoadOptions}. */
+export async function readCheckpoint(backend: Backend, key: string, options: LoadOptions = {}): Promise<Checkpoint> {
+  const verify = options.verify ?? true;
+  const threads = loadThreads(options);
   const reader = await CheckpointReader.open(backend, key);
   const m = reader.manifest;
   const names = options.groups ?? Object.keys(m.groups);

@@ -4,7 +4,7 @@ import { Problems } from '../problems.js';
 import type { Backend } from '../storage/backend.js';
 import type { TensorMap } from '../tensor/tensor.js';
 import { type LockOptions, type WriterLock, acquireLock } from './lock.js';
-import { readCheckpoint, readManifest } from './load.js';
+import { type LoadOptions, loadThreads, readCheckpoint, readManifest } from './load.js';
 import { type Location, childKey, resolveRoot } from './location.js';
 import {
   type MetricSpec,
@@ -130,9 +130,10 @@ export interface CheckpointManager {
   /**
    * Restores a checkpoint. For 'latest' and best, a checkpoint that fails to load or verify is skipped
    * (and reported) in favour of the next candidate; an explicit step never falls back. Throws
-   * `NO_VALID_CHECKPOINT` (or `NOT_FOUND` for a step) when nothing can be restored.
+   * `NO_VALID_CHECKPOINT` (or `NOT_FOUND` for a step) when nothing can be restored. `options` are
+   * those of `load` (only some groups; memory from a pool, shared for worker threads).
    */
-  restore(target?: RestoreTarget, options?: { readonly groups?: readonly string[] }): Promise<RestoreResult>;
+  restore(target?: RestoreTarget, options?: Pick<LoadOptions, 'groups' | 'allocate' | 'threads'>): Promise<RestoreResult>;
   /** Restores the latest valid checkpoint, or returns `init()` when the run has none. */
   restoreOrInitialize(init: () => TrainState | Promise<TrainState>): Promise<{
     readonly state: TrainState;
@@ -489,12 +490,16 @@ class Manager implements CheckpointManager {
     return (await listRun(this.backend, this.root)).invalid;
   }
 
-  async restore(target: RestoreTarget = 'latest', options: { readonly groups?: readonly string[] } = {}): Promise<RestoreResult> {
+  async restore(target: RestoreTarget = 'latest', options: Pick<LoadOptions, 'groups' | 'allocate' | 'threads'> = {}): Promise<RestoreResult> {
     this.ensureOpen();
+    // Checked once here: a bad option is not a checkpoint that fails to load.
+    const threads = loadThreads(options);
     const load = (c: { name: string }): Promise<Checkpoint> =>
       readCheckpoint(this.backend, childKey(this.root, c.name), {
         verify: this.opts.verify,
         ...(options.groups === undefined ? {} : { groups: options.groups }),
+        ...(options.allocate === undefined ? {} : { allocate: options.allocate }),
+        threads,
       });
     // A writer saving in another process may delete a candidate (retention) while it is read: that one
     // vanished rather than failed, and the run is listed again (as many times as listRun retries: a
