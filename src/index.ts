@@ -58,6 +58,7 @@ export {
 } from './checkpoint/index.js';
 export type {
   VerifyResult,
+  VerifyOptions,
   LoadOptions,
   TensorLocation,
   SaveOptions,

@@ -12,7 +12,7 @@ import { basename, dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { createBufferPool } from '../src/buffers.js';
-import { load, save } from '../src/checkpoint/api.js';
+import { load, save, verify } from '../src/checkpoint/api.js';
 import { openManager } from '../src/checkpoint/manager.js';
 import { createHasher } from '../src/checkpoint/checksum.js';
 import { READ_TILE as TILE, closeReadThreads, readSegments } from '../src/checkpoint/parallel-read.js';
@@ -23,7 +23,7 @@ import { fsBackend } from '../src/storage/fs.js';
 import { memoryBackend } from '../src/storage/memory.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
 import { tensor } from '../src/tensor/tensor.js';
-import { fuzzRuns, randoms, tmpDir } from './helpers.js';
+import { cli, fuzzRuns, randoms, tmpDir } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -173,6 +173,26 @@ describe('verified loads on worker threads', () => {
     } finally {
       await manager.close();
     }
+  });
+
+  it('verify and `ckpt verify` read on worker threads too, finding the same problems', async () => {
+    const path = await saved(9);
+    for (const threads of [0, 2]) assert.deepEqual(await verify(path, { threads }).then((r) => [r.valid, r.problems.length]), [true, 0]);
+    assert.equal((await cli('verify', path, '--threads', '2')).code, 0);
+    const file = join(path, 'model.safetensors');
+    const bytes = await readFile(file);
+    bytes[30 * MiB] = (bytes[30 * MiB] as number) ^ 1;
+    await writeFile(file, bytes);
+    for (const threads of [0, 2]) {
+      const r = await verify(path, { threads });
+      assert.equal(r.valid, false);
+      assert.deepEqual(r.problems.map((e) => [e.code, e.path, e.step]), [['CHECKSUM_MISMATCH', file, 9]]);
+    }
+    const bad = await cli('verify', path, '--threads', '2', '--json');
+    assert.equal(bad.code, 1);
+    assert.match(bad.out, /CHECKSUM_MISMATCH/);
+    for (const threads of ['65', '-1', 'x']) assert.equal((await cli('verify', path, '--threads', threads)).code, 2, threads);
+    await assert.rejects(verify(path, { threads: 99 }), (e) => isCkptError(e) && e.code === 'INVALID_ARGUMENT');
   });
 
   it('refuses a threads option that is not an integer from 0 to 64, and a shared option that is not a boolean', async () => {

@@ -1,6 +1,6 @@
 import { type CkptError, isCkptError } from '../errors.js';
 import type { Manifest } from '../format/manifest.js';
-import { CheckpointReader, type LoadOptions, readCheckpoint } from './load.js';
+import { CheckpointReader, type LoadOptions, loadThreads, readCheckpoint } from './load.js';
 import { type Location, resolveItem } from './location.js';
 import { type SaveOptions, writeCheckpoint } from './save.js';
 import type { Checkpoint, TrainState } from './types.js';
@@ -36,8 +36,22 @@ export interface VerifyResult {
   readonly problems: readonly CkptError[];
 }
 
-/** Verifies the checkpoint directory at `location` completely; never throws for content problems. */
-export async function verify(location: Location): Promise<VerifyResult> {
+/** Options of {@link verify}. */
+export interface VerifyOptions {
+  /**
+   * Worker threads that read and hash the tensor files (local filesystem, crc32, files of at least
+   * 32 MiB; into shared memory verify allocates itself); 0 reads on this thread.
+   * @default one per core, at most 4
+   */
+  readonly threads?: number;
+}
+
+/**
+ * Verifies the checkpoint directory at `location` completely; never throws for content problems (a bad
+ * option is `INVALID_ARGUMENT`).
+ */
+export async function verify(location: Location, options: VerifyOptions = {}): Promise<VerifyResult> {
+  const threads = loadThreads(options);
   const { backend, key } = await resolveItem(location);
   let reader: CheckpointReader;
   try {
@@ -46,6 +60,6 @@ export async function verify(location: Location): Promise<VerifyResult> {
     if (isCkptError(e)) return { valid: false, problems: [e] };
     throw e;
   }
-  const problems = await reader.verify();
+  const problems = await reader.verify(threads);
   return { valid: problems.length === 0, manifest: reader.manifest, problems };
 }

@@ -4,7 +4,7 @@
  * @module
  */
 export { save, load, verify } from './api.js';
-export type { VerifyResult } from './api.js';
+export type { VerifyOptions, VerifyResult } from './api.js';
 export { CheckpointReader, readCheckpoint, readManifest } from './load.js';
 export type { LoadOptions, TensorLocation } from './load.js';
 export { writeCheckpoint, resolveSaveOptions, stepDirName, parseStepDirName, DEFAULT_SHARD_BYTES } from './save.js';

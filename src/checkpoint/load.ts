@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { MAX_THREADS, coreThreads } from '../threads.js';
-import { allocReadBuffer, isSharedMemory } from '../buffers.js';
+import { allocReadBuffer, createBufferPool, isSharedMemory } from '../buffers.js';
 import { CkptError, ioError, isCkptError } from '../errors.js';
 import { parseJson } from '../format/json.js';
 import { type JsonValue, type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from '../format/manifest.js';
@@ -466,9 +466,10 @@ export class CheckpointReader {
   /**
    * Checks everything: every listed file present with the right size and checksum, every safetensors
    * file well-formed, state.json valid. Returns every problem found (empty when valid); never throws for
-   * content problems.
+   * content problems. Tensor files are read on `threads` worker threads into shared memory of its own
+   * (reused from group to group), as a load with `threads` does.
    */
-  async verify(): Promise<CkptError[]> {
+  async verify(threads = 0): Promise<CkptError[]> {
     const problems: CkptError[] = [];
     const capture = async (f: () => Promise<unknown>): Promise<void> => {
       try {
@@ -482,7 +483,12 @@ export class CheckpointReader {
       if (groupFiles.has(f.path)) continue;
       await capture(() => (f.path === 'state.json' ? this.state(true) : this.readFile(f.path, true)));
     }
-    for (const group of Object.keys(this.manifest.groups)) await capture(() => this.group(group, true));
+    const pool = createBufferPool({ shared: threads > 0 });
+    for (const group of Object.keys(this.manifest.groups)) {
+      await capture(async () => {
+        for (const t of (await this.group(group, true, pool.allocate, threads)).values()) pool.release(t);
+      });
+    }
     return problems;
   }
 }

@@ -1,6 +1,6 @@
-import { type AverageSelection, DEFAULT_AVERAGE_LAST, MAX_THREADS, averageCheckpoints } from '../average/average.js';
+import { type AverageSelection, DEFAULT_AVERAGE_LAST, averageCheckpoints } from '../average/average.js';
 import { CkptError } from '../errors.js';
-import { type Command, type CommandArgs, intOption, modeOption, printJson, stringOption, usage } from './command.js';
+import { type Command, type CommandArgs, intOption, modeOption, printJson, stringOption, threadsOption, usage } from './command.js';
 import { resolveTarget } from './target.js';
 import { formatNumber } from './text.js';
 
@@ -106,8 +106,7 @@ Options:
     const groups = listOption(args, 'groups', 'group names', parseGroup);
     const out = stringOption(args, 'out');
     if (out === '') throw usage('--out must not be empty');
-    const threads = intOption(args, 'threads', 0);
-    if (threads !== undefined && threads > MAX_THREADS) throw usage(`--threads must be at most ${MAX_THREADS}, got ${threads}`);
+    const threads = threadsOption(args);
     const target = await resolveTarget(path);
     if (target.kind !== 'run') throw new CkptError('INVALID_ARGUMENT', `${path} is a ${target.kind}, not a run directory`, { path });
     const r = await averageCheckpoints(

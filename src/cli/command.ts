@@ -1,5 +1,6 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { CkptError } from '../errors.js';
+import { MAX_THREADS } from '../threads.js';
 
 /** Where a command writes. `bin.ts` binds these to the process; tests capture them. */
 export interface CliIO {
@@ -77,6 +78,13 @@ export function intOption(args: CommandArgs, name: string, min = 1): number | un
   const n = Number(v);
   if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) throw usage(`--${name} must be an integer >= ${min}, got "${v}"`);
   return n;
+}
+
+/** `--threads N`: an integer from 0 to {@link MAX_THREADS} (USAGE error otherwise), or undefined. */
+export function threadsOption(args: CommandArgs): number | undefined {
+  const threads = intOption(args, 'threads', 0);
+  if (threads !== undefined && threads > MAX_THREADS) throw usage(`--threads must be at most ${MAX_THREADS}, got ${threads}`);
+  return threads;
 }
 
 /** A positive-number option's value (USAGE error when malformed), or undefined. */

@@ -1,10 +1,10 @@
-import { CheckpointReader } from '../checkpoint/load.js';
+import { CheckpointReader, loadThreads } from '../checkpoint/load.js';
 import { listRun } from '../checkpoint/manager.js';
 import { childKey } from '../checkpoint/location.js';
 import { type CkptError, ioError, isCkptError } from '../errors.js';
 import { decodeSafetensors } from '../format/safetensors.js';
 import type { Backend } from '../storage/backend.js';
-import { type Command, printJson } from './command.js';
+import { type Command, printJson, threadsOption } from './command.js';
 import { resolveTarget } from './target.js';
 
 interface ItemReport {
@@ -23,7 +23,7 @@ function report(item: string, problems: readonly CkptError[], step?: number): It
   };
 }
 
-async function verifyCheckpointAt(backend: Backend, key: string): Promise<CkptError[]> {
+async function verifyCheckpointAt(backend: Backend, key: string, threads: number): Promise<CkptError[]> {
   let reader: CheckpointReader;
   try {
     reader = await CheckpointReader.open(backend, key);
@@ -31,7 +31,7 @@ async function verifyCheckpointAt(backend: Backend, key: string): Promise<CkptEr
     if (isCkptError(e)) return [e];
     throw e;
   }
-  return reader.verify();
+  return reader.verify(threads);
 }
 
 async function verifyFile(backend: Backend, key: string): Promise<CkptError[]> {
@@ -48,7 +48,7 @@ async function verifyFile(backend: Backend, key: string): Promise<CkptError[]> {
 export const verifyCommand: Command = {
   name: 'verify',
   summary: 'check a run, checkpoint or .safetensors file completely (exit 1 if anything is invalid)',
-  help: `Usage: ckpt verify PATH [--json]
+  help: `Usage: ckpt verify PATH [--threads N] [--json]
 
 PATH is a run directory (every checkpoint in it is verified), a checkpoint directory, or a .safetensors
 file. A checkpoint is valid when its manifest is valid, every file it lists is present with the listed
@@ -57,22 +57,26 @@ size and checksum, and every tensor file is well-formed. Each problem is listed 
 Exit status: 0 all valid, 1 something is invalid or corrupt, 2 usage error.
 
 Options:
-  --json   machine-readable output: {"valid":bool,"items":[{"item","step","valid","problems":[…]}]}
+  --threads N  worker threads that read and hash tensor files of 32 MiB or more (0: none; default: one
+               per core, at most 4)
+  --json       machine-readable output: {"valid":bool,"items":[{"item","step","valid","problems":[…]}]}
 `,
-  options: { json: { type: 'boolean' } },
+  options: { json: { type: 'boolean' }, threads: { type: 'string' } },
   positionals: 1,
   async run(args, io) {
     const path = args.positionals[0] as string;
+    const given = threadsOption(args);
+    const threads = loadThreads(given === undefined ? {} : { threads: given });
     const target = await resolveTarget(path);
     const items: ItemReport[] = [];
     if (target.kind === 'file') items.push(report(path, await verifyFile(target.backend, target.key)));
-    else if (target.kind === 'checkpoint') items.push(report(path, await verifyCheckpointAt(target.backend, target.key)));
+    else if (target.kind === 'checkpoint') items.push(report(path, await verifyCheckpointAt(target.backend, target.key, threads)));
     else {
       const { valid, invalid } = await listRun(target.backend, target.key);
       const all = [...valid.map((c) => ({ step: c.step, name: c.name })), ...invalid.map((x) => ({ step: x.step, name: x.name }))];
       all.sort((a, b) => a.step - b.step);
       for (const c of all) {
-        items.push(report(c.name, await verifyCheckpointAt(target.backend, childKey(target.key, c.name)), c.step));
+        items.push(report(c.name, await verifyCheckpointAt(target.backend, childKey(target.key, c.name), threads), c.step));
       }
     }
     const ok = items.every((i) => i.valid);
