@@ -148,12 +148,15 @@ describe('verified loads on worker threads', () => {
     assert.equal((await load(path, { allocate: pool.allocate, threads: 2 })).step, 5);
   });
 
-  it('concurrent loads share the kept threads, in turn', async () => {
+  it('concurrent loads share the kept threads, in turn, whatever thread counts they ask for', async () => {
     const paths = await Promise.all([saved(1), saved(2), saved(3)]);
     const expected = await Promise.all(paths.map(async (p) => (await load(p, { threads: 0 })).tensors));
     const pool = createBufferPool({ shared: true });
     const got = await Promise.all(paths.map((p) => load(p, { allocate: pool.allocate, threads: 2 })));
     got.forEach((ck, i) => assertSameTensors(ck.tensors, expected[i] as Record<string, TensorMap>));
+    // Each with another thread count: each replaces the kept threads, in its turn, never under another.
+    const mixed = await Promise.all(paths.map((p, i) => load(p, { allocate: pool.allocate, threads: i + 1 })));
+    mixed.forEach((ck, i) => assertSameTensors(ck.tensors, expected[i] as Record<string, TensorMap>));
     // Another thread count replaces the kept threads.
     assertSameTensors((await load(paths[0] as string, { allocate: pool.allocate, threads: 1 })).tensors, expected[0] as Record<string, TensorMap>);
     await closeReadThreads();

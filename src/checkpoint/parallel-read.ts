@@ -44,72 +44,76 @@ export class SegmentFailed extends Error {
   }
 }
 
-interface Kept {
-  readonly threads: number;
-  readonly pool: Promise<AveragePool | undefined>;
-  /** Loads take the pool in turn (its counters and crc tables serve one read at a time). */
-  turn: Promise<void>;
+/** The kept worker threads: `pool` undefined when they could not start (then never tried again). */
+let kept: { readonly threads: number; readonly pool: AveragePool | undefined } | undefined;
+/**
+ * Reads take the threads in turn (their counters and crc tables serve one read at a time), and replace
+ * them only in their turn, so that no read loses its threads to another.
+ */
+let turn: Promise<void> = Promise.resolve();
+
+/** Runs `f` in its turn. */
+async function inTurn<T>(f: () => Promise<T>): Promise<T> {
+  let release!: () => void;
+  const previous = turn;
+  turn = new Promise((resolve) => (release = resolve));
+  await previous;
+  try {
+    return await f();
+  } finally {
+    release();
+  }
 }
 
-let kept: Kept | undefined;
-
-/** The pool of `threads` workers, started on first use; undefined when they cannot start. */
-function pool(threads: number): Kept {
-  if (kept !== undefined && kept.threads === threads) return kept;
-  const previous = kept;
-  const started = (async () => {
-    await previous?.turn;
-    await (await previous?.pool)?.close();
-    // Held (keeping the process alive) until they are ready: this load waits for them.
+/** The kept pool of `threads` workers (started, or replacing another, in a read's turn); undefined when they cannot start. */
+async function poolOf(threads: number): Promise<AveragePool | undefined> {
+  if (kept !== undefined && (kept.threads !== threads || kept.pool?.failed === true)) {
+    await kept.pool?.close();
+    kept = undefined;
+  }
+  if (kept === undefined) {
+    // Held (keeping the process alive) until they are ready: this read waits for them.
     const p = AveragePool.start(threads);
-    if (!(await p.ready)) {
+    if (await p.ready) {
+      // No output buffers: a read's bytes go to their targets.
+      p.configure(0, 1, JOB_BYTES + TILE, TILE);
+      p.hold(false);
+      kept = { threads, pool: p };
+    } else {
       await p.close();
-      return undefined;
+      kept = { threads, pool: undefined };
     }
-    // No output buffers: a load's bytes go to their targets.
-    p.configure(0, 1, JOB_BYTES + TILE, TILE);
-    p.hold(false);
-    return p;
-  })();
-  kept = { threads, pool: started, turn: Promise.resolve() };
-  return kept;
+  }
+  return kept.pool;
 }
 
-/** Terminates the kept worker threads (tests; a later load starts new ones). */
-export async function closeReadThreads(): Promise<void> {
-  const k = kept;
-  kept = undefined;
-  await k?.turn;
-  await (await k?.pool)?.close();
+/** Terminates the kept worker threads (tests; a later read starts new ones). */
+export function closeReadThreads(): Promise<void> {
+  return inTurn(async () => {
+    await kept?.pool?.close();
+    kept = undefined;
+  });
 }
 
 /**
  * Reads `segments` of the file open as `fd` (consecutive, in file order, every target a view of shared
  * memory) on `threads` worker threads and continues `hasher` (crc32) over their bytes in order. Resolves
- * false, having read nothing, when the threads cannot serve (they failed to start or failed since): the
- * caller then reads on this thread. Rejects with {@link SegmentFailed} for a failed read (the targets
- * then hold partial data).
+ * false, having read nothing, when the threads cannot start: the caller then reads on this thread.
+ * Rejects with {@link SegmentFailed} for a failed read (the targets then hold partial data), or with the
+ * error of a worker that died (the next read starts new ones).
  */
-export async function readSegments(threads: number, fd: number, segments: readonly Segment[], hasher: Required<Hasher>): Promise<boolean> {
-  const k = pool(threads);
-  const p = await k.pool;
-  if (p === undefined || p.failed) {
-    if (kept === k) kept = undefined;
-    await p?.close();
-    return false;
-  }
-  let release!: () => void;
-  const previous = k.turn;
-  k.turn = new Promise((resolve) => (release = resolve));
-  await previous;
-  p.hold(true);
-  try {
-    await run(p, fd, segments, hasher);
-    return true;
-  } finally {
-    p.hold(false);
-    release();
-  }
+export function readSegments(threads: number, fd: number, segments: readonly Segment[], hasher: Required<Hasher>): Promise<boolean> {
+  return inTurn(async () => {
+    const p = await poolOf(threads);
+    if (p === undefined) return false;
+    p.hold(true);
+    try {
+      await run(p, fd, segments, hasher);
+      return true;
+    } finally {
+      p.hold(false);
+    }
+  });
 }
 
 /** A job's tensors and, for each, the segment it reads. */
