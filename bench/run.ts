@@ -342,6 +342,8 @@ try {
 
   // ---- many small tensors ------------------------------------------------------------------------
   let smallRun: { file: string; bytes: number; save: number; load: number }; // for the torch rows
+  // Milliseconds each, and allocation-heavy: more repetitions, so that a best time is not one between collections.
+  const SMALL_REPS = REPS * 4;
   {
     const small: TensorMap = new Map();
     for (let i = 0; i < SMALL_TENSORS; i++) small.set(`t${i}`, { dtype: 'F32', shape: [256], data: filled(1024, i) });
@@ -350,21 +352,21 @@ try {
     const sc = [serializeSafetensors(small)];
     const backend = fsBackend(work, { sync: false });
     let n = 0;
-    const raw = await bestTime(() => rawWrite(join(work, 'raw-small.bin'), sc, false), REPS, 1, () => remove(join(work, 'raw-small.bin')));
-    const ours = await bestTime(() => writeCheckpoint(backend, `small-${n}`, smallState, { sync: false }), REPS, 1, () => remove(join(work, `small-${n++}`)));
+    const raw = await bestTime(() => rawWrite(join(work, 'raw-small.bin'), sc, false), SMALL_REPS, 1, () => remove(join(work, 'raw-small.bin')));
+    const ours = await bestTime(() => writeCheckpoint(backend, `small-${n}`, smallState, { sync: false }), SMALL_REPS, 1, () => remove(join(work, `small-${n++}`)));
     ratioRow('small', `save ${SMALL_TENSORS} × 1 KiB tensors vs raw write of the file`, sbytes, ours, raw, 0.9);
     await writeCheckpoint(backend, 'small', smallState, { sync: false });
     const into2 = readBuffer(sbytes * 2);
-    const rawR2 = await bestTime(() => rawRead(join(work, 'small', 'model.safetensors'), into2), REPS);
+    const rawR2 = await bestTime(() => rawRead(join(work, 'small', 'model.safetensors'), into2), SMALL_REPS);
     // Reused buffers, as for the large load (the raw read reuses its buffer too); fresh memory below.
     const smallPool = createBufferPool();
-    const ours2 = await bestTime(async () => smallPool.release((await load(join(work, 'small'), { allocate: smallPool.allocate })).tensors), REPS);
+    const ours2 = await bestTime(async () => smallPool.release((await load(join(work, 'small'), { allocate: smallPool.allocate })).tensors), SMALL_REPS);
     ratioRow('small', `load ${SMALL_TENSORS} × 1 KiB tensors (verified, reused buffers) vs raw read`, sbytes, ours2, rawR2, 0.9);
-    const fresh2 = await bestTime(() => load(join(work, 'small')), REPS);
+    const fresh2 = await bestTime(() => load(join(work, 'small')), SMALL_REPS);
     row({ section: 'small', what: 'load into fresh memory', ours: ms(fresh2), limit: ms(rawR2), ratio: `${(rawR2 / fresh2).toFixed(2)}x`, target: 'info' });
     // The least any safetensors reader does beside the read: JSON.parse of the header (~80 bytes a tensor).
     const headerText = new TextDecoder().decode(sc[0]?.subarray(8, 8 + readHeaderLength(sc[0] as Uint8Array, (sc[0] as Uint8Array).byteLength, 'small')));
-    const parseOnly = await bestTime(() => JSON.parse(headerText), REPS);
+    const parseOnly = await bestTime(() => JSON.parse(headerText), SMALL_REPS);
     row({
       section: 'small',
       what: 'load vs raw read + JSON.parse of its header',

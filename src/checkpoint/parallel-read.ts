@@ -22,7 +22,6 @@ import type { Hasher } from './checksum.js';
  * read in a prototype here, 256 KiB ~0.85x, 4 MiB ~0.8x).
  */
 export const READ_TILE = 1024 * 1024;
-const TILE = READ_TILE;
 /** Bytes of one job (the crc table holds one job's tiles; two jobs are in flight). */
 const JOB_BYTES = 64 * 1024 * 1024;
 /** Largest piece of one read in a job (a tensor larger than this is cut). */
@@ -76,7 +75,7 @@ async function poolOf(threads: number): Promise<AveragePool | undefined> {
     const p = AveragePool.start(threads);
     if (await p.ready) {
       // No output buffers: a read's bytes go to their targets.
-      p.configure(0, 1, JOB_BYTES + TILE, TILE);
+      p.configure(0, 1, JOB_BYTES + READ_TILE, READ_TILE);
       p.hold(false);
       kept = { threads, pool: p };
     } else {
@@ -122,27 +121,28 @@ interface Planned {
   readonly segments: number[];
 }
 
-/** Cuts the segments into jobs of at most {@link JOB_BYTES}, pieces of at most {@link PIECE_BYTES}. */
+/**
+ * Cuts the segments into jobs of at most {@link JOB_BYTES} and `maxTensors` pieces, pieces of at most
+ * {@link PIECE_BYTES}. Empty segments have nothing to read or hash.
+ */
 function* plan(fd: number, segments: readonly Segment[], maxTensors: number): Generator<Planned> {
   let job: Planned = { tensors: [], segments: [] };
   let bytes = 0;
   for (let s = 0; s < segments.length; s++) {
     const { offset, target } = segments[s] as Segment;
     const view: SharedView = { buffer: target.buffer as SharedArrayBuffer, byteOffset: target.byteOffset, byteLength: target.byteLength };
-    let at = 0;
-    do {
-      const length = Math.min(PIECE_BYTES, target.byteLength - at, Math.max(JOB_BYTES - bytes, 0));
-      if ((length === 0 && at < target.byteLength) || job.tensors.length === maxTensors) {
+    for (let at = 0; at < target.byteLength; ) {
+      if (bytes === JOB_BYTES || job.tensors.length === maxTensors) {
         yield job;
         job = { tensors: [], segments: [] };
         bytes = 0;
-        continue;
       }
+      const length = Math.min(PIECE_BYTES, target.byteLength - at, JOB_BYTES - bytes);
       job.tensors.push({ dtype: 'U8', at, length, reads: [{ fd, offset: offset + at }], weights: undefined, keep: 0, target: view });
       job.segments.push(s);
       bytes += length;
       at += length;
-    } while (at < target.byteLength);
+    }
   }
   if (job.tensors.length > 0) yield job;
 }
@@ -173,8 +173,7 @@ async function run(p: AveragePool, fd: number, segments: readonly Segment[], has
       }
       let tile = 0;
       for (const t of head.job.tensors) {
-        for (let at = 0; at < t.length; at += TILE) hasher.append(table[tile++] as number, Math.min(TILE, t.length - at));
-        if (t.length === 0) tile++;
+        for (let at = 0; at < t.length; at += READ_TILE) hasher.append(table[tile++] as number, Math.min(READ_TILE, t.length - at));
       }
       // Its table is read: the slot takes the job after next.
       fill();
