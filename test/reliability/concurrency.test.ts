@@ -28,6 +28,7 @@ import { load } from '../../src/checkpoint/api.js';
 import { openManager } from '../../src/checkpoint/manager.js';
 import { isCkptError } from '../../src/errors.js';
 import { expectStepContent } from '../children/crash-state.js';
+import { createBufferPool } from '../../src/buffers.js';
 import { tmpDir } from '../helpers.js';
 import { type Child, childScript, sleep, startChild } from './procs.js';
 
@@ -112,24 +113,35 @@ describe('the takeover of a stale lock', () => {
 });
 
 describe('a reader while a writer saves', () => {
-  it(`restores the newest checkpoint, consistent, for ${READER_MS} ms of concurrent saves`, { timeout: 120_000 }, async () => {
+  /**
+   * Restores in a loop for `ms` while a writer saves checkpoints of `largeBytes` (retention deleting
+   * behind it); with `threaded`, every other restore reads into a shared pool on worker threads (tensor
+   * files of 32 MiB and more), through descriptors of files retention may delete meanwhile.
+   */
+  const readDuringSaves = async (largeBytes: number, ms: number, threaded: boolean): Promise<void> => {
     const dir = await tmpDir('ckpt-rel-reader-');
-    const largeBytes = 256 * 1024;
+    const shared = createBufferPool({ shared: true });
     const writer = startChild(saver, [dir, String(largeBytes), '0', '0']);
     try {
       await writer.waitFor(/^saved 3$/);
       const reader = await openManager(dir, { readOnly: true });
-      const stats = { restores: 0, lists: 0, steps: new Set<number>(), lastStep: 0 };
-      const until = Date.now() + READER_MS;
+      const stats = { restores: 0, lists: 0, steps: new Set<number>(), lastStep: 0, onWorkers: 0 };
+      const until = Date.now() + ms;
       while (Date.now() < until) {
         const listed = (await reader.list()).map((c) => c.step);
         stats.lists++;
         assert.ok(listed.length >= 1, 'a reader always lists a checkpoint');
         // A checkpoint deleted by retention while it is listed is not reported as invalid.
         assert.deepEqual((await reader.listInvalid()).map((x) => `${x.name}: ${x.error.message}`), [], 'nothing invalid is listed');
-        const { checkpoint, skipped } = await reader.restore();
+        const onWorkers = threaded && stats.restores % 2 === 1;
+        const { checkpoint, skipped } = await reader.restore('latest', onWorkers ? { allocate: shared.allocate, threads: 2 } : { threads: 0 });
         assert.deepEqual(skipped.map((s) => `${s.name}: ${s.error.message}`), [], `restore ${stats.restores} skipped nothing`);
         assert.equal(expectStepContent(checkpoint, largeBytes), undefined);
+        if (onWorkers) {
+          assert.ok(checkpoint.tensors.model?.get('layer0/w')?.data.buffer instanceof SharedArrayBuffer);
+          shared.release(checkpoint.tensors);
+          stats.onWorkers++;
+        }
         assert.ok(checkpoint.step >= (listed[listed.length - 1] ?? 0), `restore ${stats.restores} loaded the newest checkpoint or a newer one`);
         assert.ok(checkpoint.step >= stats.lastStep, 'restored steps never go back');
         stats.lastStep = checkpoint.step;
@@ -139,12 +151,19 @@ describe('a reader while a writer saves', () => {
       }
       await reader.close();
       assert.ok(stats.steps.size >= 3, `the writer made progress under the reader: ${[...stats.steps].join(',')}`);
-      console.log(`# reader during saves: ${JSON.stringify({ restores: stats.restores, lists: stats.lists, distinctSteps: stats.steps.size })}`);
+      if (threaded) assert.ok(stats.onWorkers > 0, 'some restores ran on worker threads');
+      console.log(`# reader during saves (${largeBytes} bytes a checkpoint): ${JSON.stringify({ restores: stats.restores, onWorkers: stats.onWorkers, lists: stats.lists, distinctSteps: stats.steps.size })}`);
     } finally {
       writer.process.kill('SIGKILL');
       await writer.exit;
     }
-  });
+  };
+
+  it(`restores the newest checkpoint, consistent, for ${READER_MS} ms of concurrent saves`, { timeout: 120_000 }, () => readDuringSaves(256 * 1024, READER_MS, false));
+
+  it(`restores 36 MiB checkpoints on worker threads every other time, for ${READER_MS / 2} ms of concurrent saves`, { timeout: 120_000 }, () =>
+    readDuringSaves(36 * 1024 * 1024, READER_MS / 2, true),
+  );
 });
 
 describe('averaging while a writer saves', () => {
