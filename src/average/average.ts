@@ -20,7 +20,7 @@ import type { Backend, ObjectReader } from '../storage/backend.js';
 import { openReader } from '../storage/reader.js';
 import type { DType } from '../tensor/dtype.js';
 import { isAveragedDType } from './accumulate.js';
-import { AveragePool, JobFailed, MAX_JOB_TENSORS, OUTPUTS, TILE, tileCount } from './parallel.js';
+import { TilePool, JobFailed, MAX_JOB_TENSORS, OUTPUTS, TILE, tileCount } from './parallel.js';
 import { MAX_THREADS, coreThreads } from '../threads.js';
 import { Workspace } from './workspace.js';
 
@@ -737,7 +737,7 @@ function streamPlan(sources: GroupSources, weights: readonly number[] | undefine
  * to the next without waiting for this thread. The numerics are the same kernels in the same order, so
  * the bytes are those of the single-thread stream.
  */
-function parallelGroupStream(sources: GroupSources, weights: readonly number[] | undefined, pool: AveragePool): TensorStream {
+function parallelGroupStream(sources: GroupSources, weights: readonly number[] | undefined, pool: TilePool): TensorStream {
   const { newest, specs, sizes, total, plan } = streamPlan(sources, weights);
   const capacity = (pool.outputs[0] as Uint8Array).byteLength;
   // Jobs: `starts[b]` is the first tensor of job b; tensor i sits at `offsets[i]` of its job's buffer.
@@ -1111,7 +1111,7 @@ async function averageSelected(
     rawWeights: readonly number[];
     weights: number[];
   },
-  pool: AveragePool | undefined,
+  pool: TilePool | undefined,
 ): Promise<AverageResult> {
   const { backend } = root;
   const { valid, invalid, selected, requested, rawWeights, weights } = chosen;
@@ -1271,10 +1271,10 @@ async function averageSelected(
 }
 
 /** Worker threads for the averaging, or undefined where they cannot be created (the calling thread then works). */
-function startPool(threads: number): AveragePool | undefined {
+function startPool(threads: number): TilePool | undefined {
   if (threads === 0) return undefined;
   try {
-    return AveragePool.start(threads);
+    return TilePool.start(threads);
   } catch {
     return undefined;
   }

@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32Implementation } from '../checkpoint/checksum.js';
-import { AveragePool, JobFailed, TILE, tileCount } from './parallel.js';
+import { TilePool, JobFailed, TILE, tileCount } from './parallel.js';
 
-describe('AveragePool', () => {
+describe('TilePool', () => {
   it('reports a worker that cannot start (the averaging then runs on its own thread)', async () => {
-    const pool = AveragePool.start(2, new URL('./no-such-worker.js', import.meta.url));
+    const pool = TilePool.start(2, new URL('./no-such-worker.js', import.meta.url));
     assert.equal(await pool.ready, false);
     await pool.close();
   });
@@ -22,7 +22,7 @@ describe('AveragePool', () => {
     await writeFile(join(dir, 'b'), new Uint8Array(b.buffer));
     const fa = await open(join(dir, 'a'));
     const fb = await open(join(dir, 'b'));
-    const pool = AveragePool.start(2);
+    const pool = TilePool.start(2);
     try {
       assert.equal(await pool.ready, true);
       pool.configure(2 * n * 4 + 64, 2);

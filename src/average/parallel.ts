@@ -11,6 +11,9 @@
  * of at most {@link TILE} bytes. Workers take the next tile from a shared counter until none is left, so
  * they finish a job within a tile of each other whatever the tensor sizes.
  *
+ * Verified loads into shared memory use the same threads (`src/checkpoint/parallel-read.ts`): a job
+ * tensor with a `target` is read straight into it and hashed there, with nothing to compute.
+ *
  * @module
  */
 import { Worker } from 'node:worker_threads';
@@ -105,7 +108,7 @@ export function tileCount(bytes: number, tile = TILE): number {
   return Math.max(1, Math.ceil(bytes / tile));
 }
 
-/** What {@link AveragePool.run} throws when a worker reports a failure. */
+/** What {@link TilePool.run} throws when a worker reports a failure. */
 export class JobFailed extends Error {
   constructor(readonly failure: NonNullable<JobDone['failed']>) {
     super(failure.message);
@@ -133,11 +136,12 @@ interface Configured {
 }
 
 /**
- * The worker threads of one averaging, the output buffers they fill and the tables they report
- * in. Started early (a thread takes tens of ms to load), {@link configure}d once the sizes are known;
- * `close` terminates the workers (before the files they read are closed).
+ * Worker threads working through jobs tile by tile, the output buffers they fill and the tables they
+ * report in: those of one averaging, or those kept for verified loads. Started early (a thread takes tens
+ * of ms to load), {@link configure}d once the sizes are known; `close` terminates the workers (before the
+ * files they read are closed).
  */
-export class AveragePool {
+export class TilePool {
   /** Resolves true once every worker has loaded, false if one failed to start. */
   readonly ready: Promise<boolean>;
   private shared: Configured | undefined;
@@ -176,8 +180,8 @@ export class AveragePool {
   }
 
   /** Starts `count` worker threads running `script` (the compiled `worker.ts` next to this module). */
-  static start(count: number, script = new URL('./worker.js', import.meta.url)): AveragePool {
-    return new AveragePool(count, script);
+  static start(count: number, script = new URL('./worker.js', import.meta.url)): TilePool {
+    return new TilePool(count, script);
   }
 
   /**

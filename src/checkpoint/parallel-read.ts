@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { AveragePool, JobFailed, type JobTensor, MAX_JOB_TENSORS, type SharedView } from '../average/parallel.js';
+import { TilePool, JobFailed, type JobTensor, MAX_JOB_TENSORS, type SharedView } from '../average/parallel.js';
 import type { Hasher } from './checksum.js';
 
 /**
@@ -44,7 +44,7 @@ export class SegmentFailed extends Error {
 }
 
 /** The kept worker threads: `pool` undefined when they could not start (then never tried again). */
-let kept: { readonly threads: number; readonly pool: AveragePool | undefined } | undefined;
+let kept: { readonly threads: number; readonly pool: TilePool | undefined } | undefined;
 /**
  * Reads take the threads in turn (their counters and crc tables serve one read at a time), and replace
  * them only in their turn, so that no read loses its threads to another.
@@ -65,14 +65,14 @@ async function inTurn<T>(f: () => Promise<T>): Promise<T> {
 }
 
 /** The kept pool of `threads` workers (started, or replacing another, in a read's turn); undefined when they cannot start. */
-async function poolOf(threads: number): Promise<AveragePool | undefined> {
+async function poolOf(threads: number): Promise<TilePool | undefined> {
   if (kept !== undefined && (kept.threads !== threads || kept.pool?.failed === true)) {
     await kept.pool?.close();
     kept = undefined;
   }
   if (kept === undefined) {
     // Held (keeping the process alive) until they are ready: this read waits for them.
-    const p = AveragePool.start(threads);
+    const p = TilePool.start(threads);
     if (await p.ready) {
       // No output buffers: a read's bytes go to their targets.
       p.configure(0, 1, JOB_BYTES + READ_TILE, READ_TILE);
@@ -147,7 +147,7 @@ function* plan(fd: number, segments: readonly Segment[], maxTensors: number): Ge
   if (job.tensors.length > 0) yield job;
 }
 
-async function run(p: AveragePool, fd: number, segments: readonly Segment[], hasher: Required<Hasher>): Promise<void> {
+async function run(p: TilePool, fd: number, segments: readonly Segment[], hasher: Required<Hasher>): Promise<void> {
   // Two jobs in flight (their counters and crc tables alternate): a worker done with one goes on to the
   // next at once, while this thread combines the finished job's crcs.
   const running: { job: Planned; done: Promise<Uint32Array> }[] = [];
