@@ -40,6 +40,7 @@ export {
   CheckpointReader,
   readCheckpoint,
   readManifest,
+  closeLoadThreads,
   writeCheckpoint,
   stepDirName,
   parseStepDirName,

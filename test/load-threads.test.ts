@@ -14,6 +14,7 @@ import fc from 'fast-check';
 import { createBufferPool } from '../src/buffers.js';
 import { load, save, verify } from '../src/checkpoint/api.js';
 import { openManager } from '../src/checkpoint/manager.js';
+import { closeLoadThreads } from '../src/index.js';
 import { createHasher } from '../src/checkpoint/checksum.js';
 import { READ_TILE as TILE, closeReadThreads, readSegments } from '../src/checkpoint/parallel-read.js';
 import type { TrainState } from '../src/checkpoint/types.js';
@@ -157,9 +158,11 @@ describe('verified loads on worker threads', () => {
     // Each with another thread count: each replaces the kept threads, in its turn, never under another.
     const mixed = await Promise.all(paths.map((p, i) => load(p, { allocate: pool.allocate, threads: i + 1 })));
     mixed.forEach((ck, i) => assertSameTensors(ck.tensors, expected[i] as Record<string, TensorMap>));
-    // Another thread count replaces the kept threads.
+    // Another thread count replaces the kept threads; closing them is idempotent, and the next load starts new ones.
     assertSameTensors((await load(paths[0] as string, { allocate: pool.allocate, threads: 1 })).tensors, expected[0] as Record<string, TensorMap>);
-    await closeReadThreads();
+    await closeLoadThreads();
+    await closeLoadThreads();
+    assertSameTensors((await load(paths[1] as string, { allocate: pool.allocate, threads: 2 })).tensors, expected[1] as Record<string, TensorMap>);
   });
 
   it('a manager restores into shared memory on worker threads', async () => {

@@ -5,7 +5,7 @@
  */
 export { save, load, verify } from './api.js';
 export type { VerifyOptions, VerifyResult } from './api.js';
-export { CheckpointReader, readCheckpoint, readManifest } from './load.js';
+export { CheckpointReader, closeLoadThreads, readCheckpoint, readManifest } from './load.js';
 export type { LoadOptions, TensorLocation } from './load.js';
 export { writeCheckpoint, resolveSaveOptions, stepDirName, parseStepDirName, DEFAULT_SHARD_BYTES } from './save.js';
 export type { SaveOptions } from './save.js';

@@ -9,10 +9,14 @@ import type { Backend, ObjectReader } from '../storage/backend.js';
 import { openReader } from '../storage/reader.js';
 import type { Tensor, TensorMap } from '../tensor/tensor.js';
 import { type Hasher, MANIFEST_CHECKSUM_KEY, checkManifestChecksum, checksumAlgorithm, createHasher } from './checksum.js';
+import type * as ParallelReadModule from './parallel-read.js';
 import type { Segment } from './parallel-read.js';
 import { isCount } from '../problems.js';
 import { childKey } from './location.js';
 import type { Checkpoint } from './types.js';
+
+/** The module of reads on worker threads (imported when first used). */
+type ParallelRead = typeof ParallelReadModule;
 
 /** Options of a load. */
 export interface LoadOptions {
@@ -281,7 +285,7 @@ export class CheckpointReader {
     if (threads === 0 || fd === undefined || hasher.append === undefined || reader.size < PARALLEL_MIN_BYTES) return false;
     if (!segments.every((s) => isSharedMemory(s.target))) return false;
     // Loaded here: loads that never use worker threads never load them.
-    const { SegmentFailed, readSegments } = await import('./parallel-read.js');
+    const { SegmentFailed, readSegments } = await parallelRead();
     try {
       return await readSegments(threads, fd, segments, hasher as Required<Hasher>);
     } catch (e) {
@@ -491,6 +495,21 @@ export class CheckpointReader {
     }
     return problems;
   }
+}
+
+let parallelReadModule: Promise<ParallelRead> | undefined;
+
+/** The module of reads on worker threads, loaded on first use. */
+function parallelRead(): Promise<ParallelRead> {
+  return (parallelReadModule ??= import('./parallel-read.js'));
+}
+
+/**
+ * Terminates the worker threads that loads with `threads` keep for the next load (idle, they hold a few
+ * MiB each and do not keep the process alive); a later such load starts new ones.
+ */
+export async function closeLoadThreads(): Promise<void> {
+  if (parallelReadModule !== undefined) await (await parallelReadModule).closeReadThreads();
 }
 
 /** The worker threads `options` ask for; throws `INVALID_ARGUMENT` for a value that is not an integer from 0 to 64. */
