@@ -115,6 +115,22 @@ describe('averageCheckpoints on worker threads', () => {
     await sameAsOneThread(dir, {}, 'small tensors');
   });
 
+  it('more jobs than output buffers: tensors over the 8 MiB minimum each get a job, small ones share', async () => {
+    const dir = await tmpDir('ckpt-avg-threads-');
+    const m = await openManager(dir, { sync: false });
+    const big = (8 * 1024 * 1024) / 4 + 1; // one element over 8 MiB
+    for (const step of [1, 2]) {
+      const g: TensorMap = new Map();
+      for (let i = 0; i < 5; i++) {
+        g.set(`big${i}`, tensor(randoms(big - i, step * 100 + i), [big - i]));
+        g.set(`small${i}`, tensor(randoms(1000 + i, step * 1000 + i), [1000 + i]));
+      }
+      await m.save({ step, tensors: { model: g } });
+    }
+    await m.close();
+    await sameAsOneThread(dir, {}, 'big tensors');
+  });
+
   it('inputs with sha256 checksums, and backends without file descriptors, are averaged on the calling thread', async () => {
     const run = await makeRun([1, 2], { checksum: 'sha256' });
     await sameAsOneThread(run, {}, 'sha256', 0);
