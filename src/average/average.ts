@@ -215,8 +215,9 @@ export { MAX_THREADS };
  * Smallest output buffer of a worker-thread job: jobs of several small tensors rather than one each. Each
  * job costs a round trip between the threads, and the workers wait for the next one while this thread
  * takes its turn on a busy core: with one 2.56 MiB tensor per job they waited ~15% of the time (~140 ms
- * of a 0.8 s average of 8 × 256 MiB), with 8 MiB jobs ~3% and the average ran ~15% faster (medians of
- * five interleaved runs: 0.71 against 0.83 s; 16 MiB no faster). Costs 3 × 8 MiB of memory at most.
+ * of a 0.8 s average of 8 × 256 MiB), with 8 MiB jobs ~3%. In interleaved runs the medians were 13-15%
+ * lower (0.67 against 0.77 s over eight runs each) and the best times equal (0.60 s): the gain is in
+ * the runs where other work competes for the cores. 16 MiB was no faster. Costs 3 × 8 MiB at most.
  */
 const MIN_JOB_BYTES = 8 * 1024 * 1024;
 /** Below this many bytes to read, starting worker threads costs more than they save (by default). */
