@@ -35,7 +35,7 @@ export function isSharedMemory(bytes: Uint8Array): boolean {
 export interface BufferPoolOptions {
   /**
    * Allocate views of `SharedArrayBuffer`s: verified loads of large files are then read by worker
-   * threads (`LoadOptions.threads`), at about the speed of a raw read instead of ~0.6-0.8x of it. Tensors
+   * threads (`LoadOptions.threads`), at 0.8-0.9x of a raw read's speed instead of 0.6-0.75x (2 cores). Tensors
    * loaded into shared memory behave like others, except where shared memory differs: `postMessage`
    * shares them instead of copying, they cannot be transferred, and some APIs refuse shared views (e.g.
    * `TextDecoder.decode` in browsers).

@@ -35,8 +35,8 @@ export interface LoadOptions {
   readonly allocate?: (size: number) => Uint8Array;
   /**
    * Worker threads that read and verify tensor files in parallel, each hashing the pieces it reads while
-   * they are in its core's cache (a verified read on one thread runs at ~0.6-0.8x of a raw read; on
-   * worker threads at about the raw read's speed). They write into the destination, so they serve only
+   * they are in its core's cache (on 2 cores, a verified read on one thread runs at 0.6-0.75x of a raw
+   * read; on worker threads at 0.8-0.9x). They write into the destination, so they serve only
    * memory threads can share: `allocate` returning views of a `SharedArrayBuffer`, as
    * `createBufferPool({ shared: true }).allocate` does; and files of at least 32 MiB on the local
    * filesystem with crc32 checksums. Otherwise, or with 0, this thread reads. The threads are kept for
