@@ -97,22 +97,51 @@ describe('verified loads on worker threads', () => {
     assertSameTensors((await load({ backend: mem, key: 'ck' }, { allocate: shared.allocate, threads: 2 })).tensors, expected);
     const sha = await saved(1, { checksum: 'sha256' });
     assertSameTensors((await load(sha, { allocate: shared.allocate, threads: 2 })).tensors, expected);
-    assertSameTensors((await load(path, { threads: 2 })).tensors, expected);
+    // Memory from a pool that is not shared: threads cannot write into it.
+    const plainPool = createBufferPool();
+    const plain = await load(path, { allocate: plainPool.allocate, threads: 2 });
+    assertSameTensors(plain.tensors, expected);
+    assert.equal(plain.tensors.model?.get('a')?.data.buffer, plain.tensors.model?.get('b')?.data.buffer, 'one buffer for the file, read here');
   });
 
-  it('a corrupt byte anywhere is CHECKSUM_MISMATCH naming the file and step', async () => {
+  it('without allocate, read into fresh memory the threads allocate: chunks of tensors, file alignment kept', async () => {
+    const path = await saved(4);
+    const expected = (await load(path, { threads: 0 })).tensors;
+    for (const threads of [1, 2]) {
+      const ck = await load(path, { threads });
+      assertSameTensors(ck.tensors, expected);
+      const model = ck.tensors.model as TensorMap;
+      const buffer = (name: string): ArrayBufferLike | undefined => model.get(name)?.data.buffer;
+      // 'a' (24 MiB) is a chunk of its own, 'empty' and 'b' (16 MiB) fill the next one, 'c' is the last.
+      assert.notEqual(buffer('a'), buffer('b'));
+      assert.equal(buffer('empty'), buffer('b'));
+      assert.notEqual(buffer('b'), buffer('c'));
+      assert.ok(!(buffer('a') instanceof SharedArrayBuffer));
+      const header = (await readFile(join(path, 'model.safetensors'))).readUInt32LE(0) + 8;
+      const offsets = [...(expected.model as TensorMap).values()].map((t) => t.data.byteOffset % 64);
+      assert.deepEqual([...model.values()].map((t) => t.data.byteOffset % 64), offsets, 'each tensor as aligned as in the file');
+      assert.ok(header % 8 === 0 && [...model.values()].every((t) => t.dtype !== 'F32' || t.data.byteOffset % 4 === 0));
+    }
+    // Below 256 MiB of tensors the default reads here, one buffer for the file.
+    const byDefault = (await load(path)).tensors.model as TensorMap;
+    assert.equal(byDefault.get('a')?.data.buffer, byDefault.get('b')?.data.buffer);
+  });
+
+  it('a corrupt byte anywhere is CHECKSUM_MISMATCH naming the file and step, into shared or fresh memory', async () => {
     const path = await saved(3);
     const file = join(path, 'model.safetensors');
     const original = await readFile(file);
     const pool = createBufferPool({ shared: true });
-    for (const at of [9, TILE - 1, TILE, 17 * MiB, original.byteLength - 1]) {
-      const bytes = Buffer.from(original);
-      bytes[at] = (bytes[at] as number) ^ 0x10;
-      await writeFile(file, bytes);
-      await assert.rejects(load(path, { allocate: pool.allocate, threads: 2 }), (e) => isCkptError(e) && e.code === 'CHECKSUM_MISMATCH' && e.path === file && e.step === 3, `byte ${at}`);
+    for (const options of [{ allocate: pool.allocate, threads: 2 }, { threads: 2 }]) {
+      for (const at of [9, TILE - 1, TILE, 17 * MiB, 24 * MiB + 300, original.byteLength - 1]) {
+        const bytes = Buffer.from(original);
+        bytes[at] = (bytes[at] as number) ^ 0x10;
+        await writeFile(file, bytes);
+        await assert.rejects(load(path, options), (e) => isCkptError(e) && e.code === 'CHECKSUM_MISMATCH' && e.path === file && e.step === 3, `byte ${at}`);
+      }
+      await writeFile(file, original);
+      assert.equal((await load(path, options)).step, 3);
     }
-    await writeFile(file, original);
-    assert.equal((await load(path, { allocate: pool.allocate, threads: 2 })).step, 3);
   });
 
   it('a file that shrinks, or cannot be read, after it was opened is a typed error naming it', async () => {
@@ -132,21 +161,23 @@ describe('verified loads on worker threads', () => {
       return { backend, key: basename(path) };
     };
     const pool = createBufferPool({ shared: true });
-    const shrinks = damaged(async (reader) => {
-      await truncate(file, size - 100);
-      return reader;
-    });
-    await assert.rejects(load(shrinks, { allocate: pool.allocate, threads: 2 }), (e) => isCkptError(e) && e.code === 'FILE_LENGTH_MISMATCH' && e.path === file && e.step === 5 && /ended while reading/.test(e.message));
-    await writeFile(file, original);
-    const dirFd = openSync(path, 'r');
-    try {
-      const unreadable = damaged(async (reader) => ({ ...reader, fd: dirFd, read: reader.read.bind(reader), close: reader.close.bind(reader) }));
-      await assert.rejects(load(unreadable, { allocate: pool.allocate, threads: 2 }), (e) => isCkptError(e) && e.code === 'IO_ERROR' && e.path === file && e.step === 5 && /EISDIR/.test(e.message));
-    } finally {
-      closeSync(dirFd);
+    for (const options of [{ allocate: pool.allocate, threads: 2 }, { threads: 2 }]) {
+      const shrinks = damaged(async (reader) => {
+        await truncate(file, size - 100);
+        return reader;
+      });
+      await assert.rejects(load(shrinks, options), (e) => isCkptError(e) && e.code === 'FILE_LENGTH_MISMATCH' && e.path === file && e.step === 5 && /ended while reading/.test(e.message));
+      await writeFile(file, original);
+      const dirFd = openSync(path, 'r');
+      try {
+        const unreadable = damaged(async (reader) => ({ ...reader, fd: dirFd, read: reader.read.bind(reader), close: reader.close.bind(reader) }));
+        await assert.rejects(load(unreadable, options), (e) => isCkptError(e) && e.code === 'IO_ERROR' && e.path === file && e.step === 5 && /EISDIR/.test(e.message));
+      } finally {
+        closeSync(dirFd);
+      }
+      // The threads serve the next load.
+      assert.equal((await load(path, options)).step, 5);
     }
-    // The threads serve the next load.
-    assert.equal((await load(path, { allocate: pool.allocate, threads: 2 })).step, 5);
   });
 
   it('concurrent loads share the kept threads, in turn, whatever thread counts they ask for', async () => {

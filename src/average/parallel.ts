@@ -63,7 +63,9 @@ export interface SharedView {
 /**
  * One tensor of a job: `length` bytes at `at` of the output, from each of `reads`. With a `target`, the
  * bytes of the (single) read go straight into it, at `at`, instead of into the job's output (a verified
- * load: read and hash, nothing to compute).
+ * load: read and hash, nothing to compute). With `own`, one worker reads the whole of it (one "tile")
+ * into memory it allocates itself, `own.skew` bytes into a new ArrayBuffer, and hands that over with its
+ * answer (a load into fresh memory: the pages are touched on the worker's core).
  */
 export interface JobTensor {
   readonly dtype: DType;
@@ -76,6 +78,7 @@ export interface JobTensor {
   /** Without weights, the read whose bytes are the output. */
   readonly keep: number;
   readonly target?: SharedView;
+  readonly own?: { readonly skew: number };
 }
 
 /** Consecutive tensors computed into one output buffer. */
@@ -91,6 +94,8 @@ export interface Job {
 /** A worker's answer when the job has no tile left for it: or what failed. */
 export interface JobDone {
   readonly id: number;
+  /** The buffers of the job's `own` tensors this worker read (transferred), by tensor. */
+  readonly filled?: readonly { readonly tensor: number; readonly buffer: ArrayBuffer }[];
   readonly failed?: {
     /** The tensor of the job and the read that failed (-1: not a read). */
     readonly tensor: number;
@@ -108,6 +113,11 @@ export function tileCount(bytes: number, tile = TILE): number {
   return Math.max(1, Math.ceil(bytes / tile));
 }
 
+/** The tiles of a job tensor: one for a tensor read into a worker's own memory, else {@link tileCount}. */
+export function jobTiles(t: JobTensor, tile: number): number {
+  return t.own === undefined ? tileCount(t.length, tile) : 1;
+}
+
 /** What {@link TilePool.run} throws when a worker reports a failure. */
 export class JobFailed extends Error {
   constructor(readonly failure: NonNullable<JobDone['failed']>) {
@@ -120,6 +130,8 @@ interface Running {
   /** Workers still to answer. */
   remaining: number;
   failure: JobDone['failed'] | undefined;
+  /** The `own` tensors' buffers, by tensor. */
+  readonly filled: Map<number, ArrayBuffer>;
   readonly resolve: () => void;
   readonly reject: (e: unknown) => void;
 }
@@ -245,21 +257,28 @@ export class TilePool {
    * (numbered through the job's tensors in order) and read `k`, the crc32 is at `t · reads + k`.
    */
   async run(job: Omit<Job, 'id'>): Promise<Uint32Array> {
+    return (await this.runFilling(job)).crcs;
+  }
+
+  /** {@link run}, also returning the buffers the workers read the job's `own` tensors into, by tensor. */
+  async runFilling(job: Omit<Job, 'id'>): Promise<{ crcs: Uint32Array; filled: Map<number, ArrayBuffer> }> {
     if (this.broken !== undefined) throw this.broken;
     const { counters, crcs, crcStride } = this.configured;
     const full: Job = { ...job, id: this.nextId++ };
     Atomics.store(counters, job.output, 0);
+    const filled = new Map<number, ArrayBuffer>();
     const done = new Promise<void>((resolve, reject) => {
-      this.running.set(full.id, { remaining: this.workers.length, failure: undefined, resolve, reject });
+      this.running.set(full.id, { remaining: this.workers.length, failure: undefined, filled, resolve, reject });
     });
     for (const w of this.workers) w.postMessage(full);
     await done;
-    return crcs.subarray(job.output * crcStride, (job.output + 1) * crcStride);
+    return { crcs: crcs.subarray(job.output * crcStride, (job.output + 1) * crcStride), filled };
   }
 
   private settle(m: JobDone): void {
     const r = this.running.get(m.id);
     if (r === undefined) return;
+    for (const f of m.filled ?? []) r.filled.set(f.tensor, f.buffer);
     r.failure ??= m.failed;
     if (--r.remaining > 0) return;
     this.running.delete(m.id);

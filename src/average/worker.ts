@@ -12,7 +12,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { crc32Implementation } from '../checkpoint/checksum.js';
 import { readDescriptor } from '../storage/fs-descriptor.js';
 import type { AveragedDType } from './accumulate.js';
-import { type Job, type JobDone, type JobTensor, READY, tileCount, type WorkerSetup } from './parallel.js';
+import { type Job, type JobDone, type JobTensor, READY, type WorkerSetup, jobTiles } from './parallel.js';
 import { adoptSimdModule } from './simd.js';
 import { Workspace } from './workspace.js';
 
@@ -45,9 +45,25 @@ class ReadFailure {
   ) {}
 }
 
-/** Tile `tile` of tensor `t` (bytes `tile · setup.tile`… of it); its crcs go to `crcs` at `crcAt`. */
-function runTile(job: Job, t: JobTensor, tile: number, crcAt: number): void {
+/**
+ * Tile `tile` of tensor `t` (bytes `tile · setup.tile`… of it); its crcs go to `crcs` at `crcAt`. Returns
+ * the buffer of an `own` tensor (all of it is one tile).
+ */
+function runTile(job: Job, t: JobTensor, tile: number, crcAt: number): ArrayBuffer | undefined {
   const crc32 = crc32Implementation().fn;
+  if (t.own !== undefined) {
+    // A load into fresh memory: all of it here, into memory this thread touches first.
+    const read = t.reads[0] as JobTensor['reads'][number];
+    const buffer = new ArrayBuffer(t.own.skew + t.length);
+    let crc = 0;
+    for (let at = 0; at < t.length; at += setup.tile) {
+      const bytes = new Uint8Array(buffer, t.own.skew + at, Math.min(setup.tile, t.length - at));
+      readTile(read.fd, bytes, read.offset + at, 0);
+      if (job.hash) crc = crc32(bytes, crc);
+    }
+    crcTable[crcAt] = crc;
+    return buffer;
+  }
   const begin = tile * setup.tile;
   const length = Math.min(setup.tile, t.length - begin);
   if (t.target !== undefined) {
@@ -56,7 +72,7 @@ function runTile(job: Job, t: JobTensor, tile: number, crcAt: number): void {
     const bytes = new Uint8Array(t.target.buffer, t.target.byteOffset + t.at + begin, length);
     readTile(read.fd, bytes, read.offset + begin, 0);
     if (job.hash) crcTable[crcAt] = length === 0 ? 0 : crc32(bytes, 0);
-    return;
+    return undefined;
   }
   const out = outputs[job.output] as Uint8Array;
   for (let k = 0; k < t.reads.length; k++) {
@@ -69,6 +85,7 @@ function runTile(job: Job, t: JobTensor, tile: number, crcAt: number): void {
     else if (k === t.keep) out.set(bytes, t.at + begin);
   }
   if (t.weights !== undefined) workspace.finish(job.divisor, t.dtype as AveragedDType, out.subarray(t.at + begin, t.at + begin + length));
+  return undefined;
 }
 
 /** Fills `bytes` from `fd` at `position`; a failure names read `k` of the tile. */
@@ -84,18 +101,21 @@ function readTile(fd: number, bytes: Uint8Array, position: number, k: number): v
 
 function run(job: Job): JobDone {
   const base = job.output * setup.crcStride;
+  // The buffers of the `own` tensors this thread reads.
+  const filled: { tensor: number; buffer: ArrayBuffer }[] = [];
   // Tiles are numbered through the tensors in order; `first` is the number of tensor t's first tile.
   let t = 0;
   let first = 0;
   for (;;) {
     const n = Atomics.add(counters, job.output, 1);
-    while (t < job.tensors.length && n >= first + tileCount((job.tensors[t] as JobTensor).length, setup.tile)) {
-      first += tileCount((job.tensors[t] as JobTensor).length, setup.tile);
+    while (t < job.tensors.length && n >= first + jobTiles(job.tensors[t] as JobTensor, setup.tile)) {
+      first += jobTiles(job.tensors[t] as JobTensor, setup.tile);
       t++;
     }
-    if (t >= job.tensors.length) return { id: job.id };
+    if (t >= job.tensors.length) return filled.length === 0 ? { id: job.id } : { id: job.id, filled };
     try {
-      runTile(job, job.tensors[t] as JobTensor, n - first, base + n * setup.reads);
+      const buffer = runTile(job, job.tensors[t] as JobTensor, n - first, base + n * setup.reads);
+      if (buffer !== undefined) filled.push({ tensor: t, buffer });
     } catch (e) {
       Atomics.store(counters, job.output, STOP);
       const failure = e instanceof ReadFailure ? e : undefined;
@@ -116,7 +136,11 @@ function run(job: Job): JobDone {
 
 port.on('message', (m: WorkerSetup | Job) => {
   if ('setup' in m) configure(m);
-  else port.postMessage(run(m));
+  else {
+    const done = run(m);
+    // Buffers read into this thread's own memory move to the main thread (no copy).
+    port.postMessage(done, (done.filled ?? []).map((f) => f.buffer));
+  }
 });
 // Load what the jobs use now, while the main thread is still opening the checkpoints.
 const shared = (workerData as { simd?: object } | null)?.simd;

@@ -41,7 +41,7 @@ export interface VerifyOptions {
   /**
    * Worker threads that read and hash the tensor files (local filesystem, crc32, files of at least
    * 32 MiB; into shared memory verify allocates itself); 0 reads on this thread.
-   * @default one per core, at most 4
+   * @default as for `load`: one per core (at most 4) from 256 MiB of tensors, else 0
    */
   readonly threads?: number;
 }

@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { MAX_THREADS, coreThreads } from '../threads.js';
-import { allocReadBuffer, createBufferPool, isSharedMemory } from '../buffers.js';
+import { SKEW, allocReadBuffer, createBufferPool, isSharedMemory } from '../buffers.js';
 import { CkptError, ioError, isCkptError } from '../errors.js';
 import { parseJson } from '../format/json.js';
 import { type JsonValue, type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from '../format/manifest.js';
@@ -34,14 +34,18 @@ export interface LoadOptions {
    */
   readonly allocate?: (size: number) => Uint8Array;
   /**
-   * Worker threads that read and verify tensor files in parallel, each hashing the pieces it reads while
-   * they are in its core's cache (on 2 cores, a verified read on one thread runs at 0.6-0.75x of a raw
-   * read; on worker threads at 0.8-0.9x). They write into the destination, so they serve only
-   * memory threads can share: `allocate` returning views of a `SharedArrayBuffer`, as
-   * `createBufferPool({ shared: true }).allocate` does; and files of at least 32 MiB on the local
-   * filesystem with crc32 checksums. Otherwise, or with 0, this thread reads. The threads are kept for
-   * the next load (idle, they do not keep the process alive).
-   * @default one per core, at most 4
+   * Worker threads that read (and verify) tensor files of at least 32 MiB on the local filesystem in
+   * parallel (not with sha256 checksums; 0: this thread reads):
+   * - without `allocate`, into fresh memory the threads allocate themselves, so the first touch of new
+   *   pages (as costly as the read itself on some machines) is spread over the cores too;
+   * - with `allocate` returning views of a `SharedArrayBuffer` (`createBufferPool({ shared: true })`),
+   *   straight into those, each thread hashing its pieces while they are in its core's cache (on 2 cores
+   *   0.8-0.9x of a raw read's speed, against 0.6-0.75x on one thread);
+   * - with other `allocate`d memory, not at all: threads cannot write into it.
+   * The threads are kept for the next load (idle, they do not keep the process alive; see
+   * {@link closeLoadThreads}).
+   * @default one per core (at most 4) when the groups to load hold 256 MiB or more, else 0 (starting the
+   *   threads costs ~70 ms, once)
    */
   readonly threads?: number;
 }
@@ -54,6 +58,14 @@ const READ_PIECE = 8 * 1024 * 1024;
 const READ_AHEAD = 2;
 /** Smaller files are read on this thread (a job's hand-offs would cost more than the threads save). */
 const PARALLEL_MIN_BYTES = 32 * 1024 * 1024;
+/**
+ * Without a `threads` option, loads of this many bytes or more use worker threads: starting them costs
+ * ~70 ms the first time in a process (they are kept afterwards), which a load of 256 MiB into fresh
+ * memory about earns back on 2 cores.
+ */
+const AUTO_THREADS_BYTES = 256 * 1024 * 1024;
+/** Largest chunk of consecutive tensors one worker thread reads into new memory (a larger tensor is one chunk). */
+const OWN_CHUNK_BYTES = 16 * 1024 * 1024;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -275,6 +287,69 @@ export class CheckpointReader {
   }
 
   /**
+   * A tensor file read into new memory on `threads` worker threads, in chunks of consecutive tensors
+   * (each chunk by one thread, which allocates it: the first touch of fresh memory, as costly here as the
+   * read, is spread over the cores), with the tensors as views of their chunks; undefined, having read
+   * no tensor, where the threads cannot serve (as for {@link readParallel}).
+   */
+  private async readOwn(file: string, verify: boolean, threads: number): Promise<TensorMap | undefined> {
+    if (this.entry(file).bytes < PARALLEL_MIN_BYTES) return undefined;
+    const reader = await this.open(file);
+    try {
+      const fd = reader.fd;
+      const h = createHasher(checksumAlgorithm(this.entry(file).checksum));
+      if (fd === undefined || (verify && h.append === undefined)) return undefined;
+      let header: { index: SafetensorsIndex; head: Uint8Array[] };
+      try {
+        header = await this.readHeader(file, reader);
+      } catch (e) {
+        // A damaged header: the calling thread's read reports it (as a checksum mismatch where it checks
+        // the checksum before it parses, like every file up to 1 GiB).
+        if (verify && isCkptError(e)) return undefined;
+        throw e;
+      }
+      const { index, head } = header;
+      for (const part of head) h.update(part);
+      // Chunks: consecutive tensors up to OWN_CHUNK_BYTES (a larger tensor alone), placed so that every
+      // tensor keeps the alignment it has in the file (modulo 64) and reads land away from the slow zone.
+      const entries = [...index.tensors];
+      const chunks: { offset: number; length: number; skew: number; first: number; end: number }[] = [];
+      for (let i = 0; i < entries.length; ) {
+        const begin = (entries[i] as [string, TensorInfo])[1].begin;
+        let end = i + 1;
+        while (end < entries.length && (entries[end] as [string, TensorInfo])[1].end - begin <= OWN_CHUNK_BYTES) end++;
+        const offset = index.dataOffset + begin;
+        chunks.push({ offset, length: (entries[end - 1] as [string, TensorInfo])[1].end - begin, skew: SKEW + (offset % 64), first: i, end });
+        i = end;
+      }
+      const { SegmentFailed, readChunks } = await parallelRead();
+      let read: Awaited<ReturnType<typeof readChunks>>;
+      try {
+        read = await readChunks(threads, fd, chunks, verify);
+      } catch (e) {
+        throw this.threadError(file, e, SegmentFailed);
+      }
+      if (read === undefined) return undefined;
+      if (verify) {
+        chunks.forEach((c, k) => (h as Required<Hasher>).append(read.crcs[k] as number, c.length));
+        this.checkDigest(file, h.digest());
+      }
+      const out: TensorMap = new Map();
+      chunks.forEach((c, k) => {
+        const buffer = read.buffers[k] as ArrayBuffer;
+        const chunkBegin = c.offset - index.dataOffset;
+        for (let i = c.first; i < c.end; i++) {
+          const [name, info] = entries[i] as [string, TensorInfo];
+          out.set(name, { dtype: info.dtype, shape: info.shape, data: new Uint8Array(buffer, c.skew + info.begin - chunkBegin, info.end - info.begin) });
+        }
+      });
+      return out;
+    } finally {
+      await reader.close();
+    }
+  }
+
+  /**
    * Reads `segments` of the file (consecutive, from wherever `hasher` stopped) on `threads` worker
    * threads, continuing `hasher`; false (nothing read) where they cannot: no threads asked for, a file
    * below {@link PARALLEL_MIN_BYTES}, no descriptor (backends other than fs), sha256, a target that is not
@@ -289,20 +364,25 @@ export class CheckpointReader {
     try {
       return await readSegments(threads, fd, segments, hasher as Required<Hasher>);
     } catch (e) {
-      const where = this.describe(file);
-      const step = this.manifest.step;
-      if (!(e instanceof SegmentFailed)) throw ioError(e, 'reading', where, { step });
-      if (e.failure.short !== undefined) {
-        const { offset, length, got } = e.failure.short;
-        throw new CkptError('FILE_LENGTH_MISMATCH', `${where} ended while reading bytes ${offset}..${offset + length}: it has ${offset + got} bytes`, {
-          path: where,
-          step,
-          expected: offset + length,
-          received: offset + got,
-        });
-      }
-      throw ioError(Object.assign(new Error(e.failure.message), { code: e.failure.code }), 'reading', where, { step });
+      throw this.threadError(file, e, SegmentFailed);
     }
+  }
+
+  /** What a read of `file` on worker threads failed with, typed and naming the file and step. */
+  private threadError(file: string, e: unknown, SegmentFailed: ParallelRead['SegmentFailed']): CkptError {
+    const where = this.describe(file);
+    const step = this.manifest.step;
+    if (!(e instanceof SegmentFailed)) return ioError(e, 'reading', where, { step });
+    if (e.failure.short !== undefined) {
+      const { offset, length, got } = e.failure.short;
+      return new CkptError('FILE_LENGTH_MISMATCH', `${where} ended while reading bytes ${offset}..${offset + length}: it has ${offset + got} bytes`, {
+        path: where,
+        step,
+        expected: offset + length,
+        received: offset + got,
+      });
+    }
+    return ioError(Object.assign(new Error(e.failure.message), { code: e.failure.code }), 'reading', where, { step });
   }
 
   private async readHeader(file: string, reader: ObjectReader): Promise<{ index: SafetensorsIndex; head: Uint8Array[] }> {
@@ -370,12 +450,19 @@ export class CheckpointReader {
    * Reads a whole group; with `verify`, every file's size and checksum are checked first (on `threads`
    * worker threads where they can serve: {@link LoadOptions.threads}).
    */
-  async group(group: string, verify = true, allocate: (size: number) => Uint8Array = allocReadBuffer, threads = 0): Promise<TensorMap> {
+  async group(group: string, verify = true, allocate?: (size: number) => Uint8Array, threads = 0): Promise<TensorMap> {
     let out: TensorMap = new Map();
     for (const file of this.groupFiles(group)) {
       const where = this.describe(file);
+      // Into fresh memory of ckpt's own: worker threads can allocate it and read it.
+      const own = allocate === undefined && threads > 0 ? await this.readOwn(file, verify, threads) : undefined;
+      if (own !== undefined) {
+        if (out.size === 0) out = own;
+        else for (const [name, t] of own) this.put(out, name, t, group, file);
+        continue;
+      }
       if (this.entry(file).bytes <= WHOLE_FILE_LIMIT) {
-        const bytes = await this.readFile(file, verify, allocate, threads);
+        const bytes = await this.readFile(file, verify, allocate ?? allocReadBuffer, threads);
         const { tensors } = decodeSafetensors(bytes, where);
         // The first file's map is the group's (no second map of every name).
         if (out.size === 0) out = tensors;
@@ -394,7 +481,7 @@ export class CheckpointReader {
         const targets: Uint8Array[] = [];
         const target = (i: number): Uint8Array => {
           const info = (entries[i] as [string, TensorInfo])[1];
-          return (targets[i] ??= this.allocated(file, allocate, info.end - info.begin));
+          return (targets[i] ??= this.allocated(file, allocate ?? allocReadBuffer, info.end - info.begin));
         };
         // Worker threads read every tensor (or none) when the memory is shared.
         if (verify && threads > 0 && entries.length > 0 && isSharedMemory(target(0))) {
@@ -470,10 +557,10 @@ export class CheckpointReader {
   /**
    * Checks everything: every listed file present with the right size and checksum, every safetensors
    * file well-formed, state.json valid. Returns every problem found (empty when valid); never throws for
-   * content problems. Tensor files are read on `threads` worker threads into shared memory of its own
-   * (reused from group to group), as a load with `threads` does.
+   * content problems. Tensor files are read on `threads` worker threads (automatic when undefined, as for
+   * a load) into shared memory of its own, reused from group to group.
    */
-  async verify(threads = 0): Promise<CkptError[]> {
+  async verify(threads?: number): Promise<CkptError[]> {
     const problems: CkptError[] = [];
     const capture = async (f: () => Promise<unknown>): Promise<void> => {
       try {
@@ -487,10 +574,12 @@ export class CheckpointReader {
       if (groupFiles.has(f.path)) continue;
       await capture(() => (f.path === 'state.json' ? this.state(true) : this.readFile(f.path, true)));
     }
-    const pool = createBufferPool({ shared: threads > 0 });
+    const groups = Object.values(this.manifest.groups);
+    const workers = resolveThreads(threads, groups.reduce((sum, g) => sum + g.bytes, 0));
+    const pool = createBufferPool({ shared: workers > 0 });
     for (const group of Object.keys(this.manifest.groups)) {
       await capture(async () => {
-        for (const t of (await this.group(group, true, pool.allocate, threads)).values()) pool.release(t);
+        for (const t of (await this.group(group, true, pool.allocate, workers)).values()) pool.release(t);
       });
     }
     return problems;
@@ -512,22 +601,31 @@ export async function closeLoadThreads(): Promise<void> {
   if (parallelReadModule !== undefined) await (await parallelReadModule).closeReadThreads();
 }
 
-/** The worker threads `options` ask for; throws `INVALID_ARGUMENT` for a value that is not an integer from 0 to 64. */
-export function loadThreads(options: Pick<LoadOptions, 'threads'>): number {
-  const { threads = coreThreads(availableParallelism()) } = options;
-  if (!isCount(threads) || threads > MAX_THREADS) {
+/**
+ * The worker threads `options` ask for (undefined: automatic); throws `INVALID_ARGUMENT` for a value that
+ * is not an integer from 0 to 64.
+ */
+export function loadThreads(options: Pick<LoadOptions, 'threads'>): number | undefined {
+  const { threads } = options;
+  if (threads !== undefined && (!isCount(threads) || threads > MAX_THREADS)) {
     throw new CkptError('INVALID_ARGUMENT', `invalid load options: threads must be an integer from 0 to ${MAX_THREADS}, got ${String(threads)}`, { received: threads });
   }
   return threads;
 }
 
+/** `threads`, or automatically: one per core (at most 4) to read {@link AUTO_THREADS_BYTES} or more, none below. */
+function resolveThreads(threads: number | undefined, bytes: number): number {
+  return threads ?? (bytes >= AUTO_THREADS_BYTES ? coreThreads(availableParallelism()) : 0);
+}
+
 /** Loads the checkpoint at `key` of `backend`. See {@link LoadOptions}. */
 export async function readCheckpoint(backend: Backend, key: string, options: LoadOptions = {}): Promise<Checkpoint> {
   const verify = options.verify ?? true;
-  const threads = loadThreads(options);
+  const given = loadThreads(options);
   const reader = await CheckpointReader.open(backend, key);
   const m = reader.manifest;
   const names = options.groups ?? Object.keys(m.groups);
+  const threads = resolveThreads(given, names.reduce((sum, g) => sum + (m.groups[g]?.bytes ?? 0), 0));
   const tensors: Record<string, TensorMap> = {};
   for (const g of names) tensors[g] = await reader.group(g, verify, options.allocate, threads);
   if (verify) {

@@ -499,7 +499,7 @@ class Manager implements CheckpointManager {
         verify: this.opts.verify,
         ...(options.groups === undefined ? {} : { groups: options.groups }),
         ...(options.allocate === undefined ? {} : { allocate: options.allocate }),
-        threads,
+        ...(threads === undefined ? {} : { threads }),
       });
     // A writer saving in another process may delete a candidate (retention) while it is read: that one
     // vanished rather than failed, and the run is listed again (as many times as listRun retries: a

@@ -115,6 +115,50 @@ export function readSegments(threads: number, fd: number, segments: readonly Seg
   });
 }
 
+/** A range of a file read into new memory: `skew` bytes into its buffer. */
+export interface Chunk {
+  readonly offset: number;
+  readonly length: number;
+  readonly skew: number;
+}
+
+/**
+ * Reads each chunk of the file open as `fd` into new memory on `threads` worker threads (each chunk by
+ * one thread, which allocates its buffer and touches its pages first, so fresh memory's page faults are
+ * taken on every core); resolves to the chunks' buffers and, with `hash`, their crc32s, in order; or
+ * undefined, having read nothing, when the threads cannot start. Rejects with {@link SegmentFailed}
+ * (naming the chunk) for a failed read.
+ */
+export function readChunks(threads: number, fd: number, chunks: readonly Chunk[], hash: boolean): Promise<{ buffers: ArrayBuffer[]; crcs: number[] } | undefined> {
+  return inTurn(async () => {
+    const p = await poolOf(threads);
+    if (p === undefined) return undefined;
+    p.hold(true);
+    try {
+      const buffers: ArrayBuffer[] = [];
+      const crcs: number[] = [];
+      for (let first = 0; first < chunks.length; first += MAX_JOB_TENSORS) {
+        const part = chunks.slice(first, first + MAX_JOB_TENSORS);
+        const tensors = part.map((c): JobTensor => ({ dtype: 'U8', at: 0, length: c.length, reads: [{ fd, offset: c.offset }], weights: undefined, keep: 0, own: { skew: c.skew } }));
+        let done: { crcs: Uint32Array; filled: Map<number, ArrayBuffer> };
+        try {
+          done = await p.runFilling({ output: 0, tensors, divisor: 1, hash });
+        } catch (e) {
+          if (e instanceof JobFailed) throw new SegmentFailed(first + e.failure.tensor, e.failure);
+          throw e;
+        }
+        part.forEach((_, i) => {
+          buffers.push(done.filled.get(i) as ArrayBuffer);
+          crcs.push(done.crcs[i] as number);
+        });
+      }
+      return { buffers, crcs };
+    } finally {
+      p.hold(false);
+    }
+  });
+}
+
 /** A job's tensors and, for each, the segment it reads. */
 interface Planned {
   readonly tensors: JobTensor[];

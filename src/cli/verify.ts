@@ -1,4 +1,4 @@
-import { CheckpointReader, loadThreads } from '../checkpoint/load.js';
+import { CheckpointReader } from '../checkpoint/load.js';
 import { listRun } from '../checkpoint/manager.js';
 import { childKey } from '../checkpoint/location.js';
 import { type CkptError, ioError, isCkptError } from '../errors.js';
@@ -23,7 +23,7 @@ function report(item: string, problems: readonly CkptError[], step?: number): It
   };
 }
 
-async function verifyCheckpointAt(backend: Backend, key: string, threads: number): Promise<CkptError[]> {
+async function verifyCheckpointAt(backend: Backend, key: string, threads: number | undefined): Promise<CkptError[]> {
   let reader: CheckpointReader;
   try {
     reader = await CheckpointReader.open(backend, key);
@@ -58,15 +58,14 @@ Exit status: 0 all valid, 1 something is invalid or corrupt, 2 usage error.
 
 Options:
   --threads N  worker threads that read and hash tensor files of 32 MiB or more (0: none; default: one
-               per core, at most 4)
+               per core, at most 4, for checkpoints of 256 MiB or more)
   --json       machine-readable output: {"valid":bool,"items":[{"item","step","valid","problems":[…]}]}
 `,
   options: { json: { type: 'boolean' }, threads: { type: 'string' } },
   positionals: 1,
   async run(args, io) {
     const path = args.positionals[0] as string;
-    const given = threadsOption(args);
-    const threads = loadThreads(given === undefined ? {} : { threads: given });
+    const threads = threadsOption(args);
     const target = await resolveTarget(path);
     const items: ItemReport[] = [];
     if (target.kind === 'file') items.push(report(path, await verifyFile(target.backend, target.key)));
