@@ -11,6 +11,8 @@
  */
 import { CkptError } from './errors.js';
 
+/** Memory page size that read placement works with. */
+export const PAGE = 4096;
 /** Offset of the data inside the allocation (also where the averaging workspace places its outputs in a page). */
 export const SKEW = 2048;
 /** Below this size the skew is not worth its bytes (small reads are dominated by the system call). */

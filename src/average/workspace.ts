@@ -5,13 +5,11 @@
  *
  * @module
  */
-import { SKEW, allocReadBuffer } from '../buffers.js';
+import { PAGE, SKEW, allocReadBuffer } from '../buffers.js';
 import { CkptError } from '../errors.js';
 import { type AveragedDType, accumulate, finish } from './accumulate.js';
 import { type SimdKernels, createSimd } from './simd.js';
 
-/** Memory page size that read placement works with. */
-const PAGE = 4096;
 
 /**
  * Where, inside a page-aligned slot, to put bytes read from file offset `fileOffset`: half a page away

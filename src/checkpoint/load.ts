@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { MAX_THREADS, coreThreads } from '../threads.js';
-import { SKEW, allocReadBuffer, createBufferPool, isSharedMemory } from '../buffers.js';
+import { PAGE, allocReadBuffer, createBufferPool, isSharedMemory } from '../buffers.js';
 import { CkptError, ioError, isCkptError } from '../errors.js';
 import { parseJson } from '../format/json.js';
 import { type JsonValue, type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from '../format/manifest.js';
@@ -310,8 +310,9 @@ export class CheckpointReader {
       }
       const { index, head } = header;
       for (const part of head) h.update(part);
-      // Chunks: consecutive tensors up to OWN_CHUNK_BYTES (a larger tensor alone), placed so that every
-      // tensor keeps the alignment it has in the file (modulo 64) and reads land away from the slow zone.
+      // Chunks: consecutive tensors up to OWN_CHUNK_BYTES (a larger tensor alone), each placed half a
+      // page from its file offset's position in a page: every tensor keeps the alignment it has in the
+      // file (modulo 2048), and the kernel's copies land far from the slow zone (see readPlacement).
       const entries = [...index.tensors];
       const chunks: { offset: number; length: number; skew: number; first: number; end: number }[] = [];
       for (let i = 0; i < entries.length; ) {
@@ -319,7 +320,7 @@ export class CheckpointReader {
         let end = i + 1;
         while (end < entries.length && (entries[end] as [string, TensorInfo])[1].end - begin <= OWN_CHUNK_BYTES) end++;
         const offset = index.dataOffset + begin;
-        chunks.push({ offset, length: (entries[end - 1] as [string, TensorInfo])[1].end - begin, skew: SKEW + (offset % 64), first: i, end });
+        chunks.push({ offset, length: (entries[end - 1] as [string, TensorInfo])[1].end - begin, skew: (offset + PAGE / 2) % PAGE, first: i, end });
         i = end;
       }
       const { SegmentFailed, readChunks } = await parallelRead();
