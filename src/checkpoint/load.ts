@@ -15,6 +15,34 @@ import { isCount } from '../problems.js';
 import { childKey } from './location.js';
 import type { Checkpoint } from './types.js';
 
+/** Consecutive tensors `first` to `end` - 1 of a file, read into one buffer `skew` bytes in. */
+interface PlannedChunk {
+  readonly offset: number;
+  readonly length: number;
+  readonly skew: number;
+  readonly first: number;
+  readonly end: number;
+}
+
+/**
+ * Cuts a file's tensors (in file order, data starting at `dataOffset`) into chunks of consecutive
+ * tensors of up to {@link OWN_CHUNK_BYTES} (a larger tensor alone). Each is placed half a page from its
+ * file offset's position in a page: every tensor sits in its page as when the whole file is read into one
+ * buffer, and the kernel's copies land far from the slow zone (see `readPlacement`).
+ */
+function planChunks(dataOffset: number, infos: readonly TensorInfo[]): PlannedChunk[] {
+  const chunks: PlannedChunk[] = [];
+  for (let i = 0; i < infos.length; ) {
+    const begin = (infos[i] as TensorInfo).begin;
+    let end = i + 1;
+    while (end < infos.length && (infos[end] as TensorInfo).end - begin <= OWN_CHUNK_BYTES) end++;
+    const offset = dataOffset + begin;
+    chunks.push({ offset, length: (infos[end - 1] as TensorInfo).end - begin, skew: (offset + PAGE / 2) % PAGE, first: i, end });
+    i = end;
+  }
+  return chunks;
+}
+
 /** The module of reads on worker threads (imported when first used). */
 type ParallelRead = typeof ParallelReadModule;
 
@@ -310,19 +338,8 @@ export class CheckpointReader {
       }
       const { index, head } = header;
       for (const part of head) h.update(part);
-      // Chunks: consecutive tensors up to OWN_CHUNK_BYTES (a larger tensor alone), each placed half a
-      // page from its file offset's position in a page: every tensor keeps the alignment it has in the
-      // file (modulo 2048), and the kernel's copies land far from the slow zone (see readPlacement).
       const entries = [...index.tensors];
-      const chunks: { offset: number; length: number; skew: number; first: number; end: number }[] = [];
-      for (let i = 0; i < entries.length; ) {
-        const begin = (entries[i] as [string, TensorInfo])[1].begin;
-        let end = i + 1;
-        while (end < entries.length && (entries[end] as [string, TensorInfo])[1].end - begin <= OWN_CHUNK_BYTES) end++;
-        const offset = index.dataOffset + begin;
-        chunks.push({ offset, length: (entries[end - 1] as [string, TensorInfo])[1].end - begin, skew: (offset + PAGE / 2) % PAGE, first: i, end });
-        i = end;
-      }
+      const chunks = planChunks(index.dataOffset, entries.map(([, info]) => info));
       const { SegmentFailed, readChunks } = await parallelRead();
       let read: Awaited<ReturnType<typeof readChunks>>;
       try {
