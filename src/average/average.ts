@@ -20,7 +20,7 @@ import type { Backend, ObjectReader } from '../storage/backend.js';
 import { openReader } from '../storage/reader.js';
 import type { DType } from '../tensor/dtype.js';
 import { isAveragedDType } from './accumulate.js';
-import { TilePool, JobFailed, MAX_JOB_TENSORS, OUTPUTS, TILE, tileCount } from './parallel.js';
+import { TilePool, JobFailed, MAX_JOB_TENSORS, OUTPUTS, TILE, readFailure, tileCount } from './parallel.js';
 import { MAX_THREADS, coreThreads } from '../threads.js';
 import { Workspace } from './workspace.js';
 
@@ -843,17 +843,7 @@ const NO_READS = (): Iterator<ReadJob> => [][Symbol.iterator]();
 /** The error for a failure a worker reported while reading `source` (undefined: not a read). */
 function jobError(failure: JobFailed['failure'], source: SourceFile | undefined): CkptError {
   if (source === undefined) return new CkptError('IO_ERROR', `averaging worker thread failed: ${failure.message}`, {});
-  const where = source.describe();
-  if (failure.short !== undefined) {
-    const { offset, length, got } = failure.short;
-    return new CkptError('FILE_LENGTH_MISMATCH', `${where} ended while averaging read bytes ${offset}..${offset + length}: it has ${offset + got} bytes`, {
-      path: where,
-      step: source.step,
-      expected: offset + length,
-      received: offset + got,
-    });
-  }
-  return ioError(Object.assign(new Error(failure.message), { code: failure.code }), 'reading', where, { step: source.step });
+  return readFailure(failure, source.describe(), source.step, 'averaging read');
 }
 
 /**

@@ -18,7 +18,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { SKEW } from '../buffers.js';
-import { CkptError } from '../errors.js';
+import { CkptError, ioError } from '../errors.js';
 import type { DType } from '../tensor/dtype.js';
 import { simdModule } from './simd.js';
 
@@ -123,6 +123,24 @@ export class JobFailed extends Error {
   constructor(readonly failure: NonNullable<JobDone['failed']>) {
     super(failure.message);
   }
+}
+
+/**
+ * The typed error of a read a worker reported failed, naming the file `where` of checkpoint `step`:
+ * `FILE_LENGTH_MISMATCH` for a file that ended early ("… ended while `doing` bytes …"), else the system
+ * error as `ioError` makes it.
+ */
+export function readFailure(failure: JobFailed['failure'], where: string, step: number, doing: string): CkptError {
+  if (failure.short !== undefined) {
+    const { offset, length, got } = failure.short;
+    return new CkptError('FILE_LENGTH_MISMATCH', `${where} ended while ${doing} bytes ${offset}..${offset + length}: it has ${offset + got} bytes`, {
+      path: where,
+      step,
+      expected: offset + length,
+      received: offset + got,
+    });
+  }
+  return ioError(Object.assign(new Error(failure.message), { code: failure.code }), 'reading', where, { step });
 }
 
 /** A job some worker has not answered yet. */

@@ -340,12 +340,12 @@ export class CheckpointReader {
       for (const part of head) h.update(part);
       const entries = [...index.tensors];
       const chunks = planChunks(index.dataOffset, entries.map(([, info]) => info));
-      const { SegmentFailed, readChunks } = await parallelRead();
+      const { readChunks, readError } = await parallelRead();
       let read: Awaited<ReturnType<typeof readChunks>>;
       try {
         read = await readChunks(threads, fd, chunks, verify);
       } catch (e) {
-        throw this.threadError(file, e, SegmentFailed);
+        throw readError(e, this.describe(file), this.manifest.step);
       }
       if (read === undefined) return undefined;
       if (verify) {
@@ -378,29 +378,12 @@ export class CheckpointReader {
     if (threads === 0 || fd === undefined || hasher.append === undefined || reader.size < PARALLEL_MIN_BYTES) return false;
     if (!segments.every((s) => isSharedMemory(s.target))) return false;
     // Loaded here: loads that never use worker threads never load them.
-    const { SegmentFailed, readSegments } = await parallelRead();
+    const { readError, readSegments } = await parallelRead();
     try {
       return await readSegments(threads, fd, segments, hasher as Required<Hasher>);
     } catch (e) {
-      throw this.threadError(file, e, SegmentFailed);
+      throw readError(e, this.describe(file), this.manifest.step);
     }
-  }
-
-  /** What a read of `file` on worker threads failed with, typed and naming the file and step. */
-  private threadError(file: string, e: unknown, SegmentFailed: ParallelRead['SegmentFailed']): CkptError {
-    const where = this.describe(file);
-    const step = this.manifest.step;
-    if (!(e instanceof SegmentFailed)) return ioError(e, 'reading', where, { step });
-    if (e.failure.short !== undefined) {
-      const { offset, length, got } = e.failure.short;
-      return new CkptError('FILE_LENGTH_MISMATCH', `${where} ended while reading bytes ${offset}..${offset + length}: it has ${offset + got} bytes`, {
-        path: where,
-        step,
-        expected: offset + length,
-        received: offset + got,
-      });
-    }
-    return ioError(Object.assign(new Error(e.failure.message), { code: e.failure.code }), 'reading', where, { step });
   }
 
   private async readHeader(file: string, reader: ObjectReader): Promise<{ index: SafetensorsIndex; head: Uint8Array[] }> {

@@ -13,7 +13,8 @@
  *
  * @module
  */
-import { TilePool, JobFailed, type JobTensor, MAX_JOB_TENSORS, type SharedView } from '../average/parallel.js';
+import { TilePool, JobFailed, type JobTensor, MAX_JOB_TENSORS, type SharedView, readFailure } from '../average/parallel.js';
+import { type CkptError, ioError } from '../errors.js';
 import type { Hasher } from './checksum.js';
 
 /**
@@ -33,14 +34,9 @@ export interface Segment {
   readonly target: Uint8Array;
 }
 
-/** A failed read: which segment and what the worker reported. */
-export class SegmentFailed extends Error {
-  constructor(
-    readonly segment: number,
-    readonly failure: JobFailed['failure'],
-  ) {
-    super(failure.message);
-  }
+/** What a read on the threads failed with, as a typed error naming the file `where` of checkpoint `step`. */
+export function readError(e: unknown, where: string, step: number): CkptError {
+  return e instanceof JobFailed ? readFailure(e.failure, where, step, 'reading') : ioError(e, 'reading', where, { step });
 }
 
 /** The kept worker threads: `pool` undefined when they could not start (then never tried again). */
@@ -95,24 +91,35 @@ export function closeReadThreads(): Promise<void> {
 }
 
 /**
- * Reads `segments` of the file open as `fd` (consecutive, in file order, every target a view of shared
- * memory) on `threads` worker threads and continues `hasher` (crc32) over their bytes in order. Resolves
- * false, having read nothing, when the threads cannot start: the caller then reads on this thread.
- * Rejects with {@link SegmentFailed} for a failed read (the targets then hold partial data), or with the
- * error of a worker that died (the next read starts new ones).
+ * Runs `f` on the kept pool of `threads` workers, in its turn, holding the process alive meanwhile;
+ * undefined, without running it, when the threads cannot start.
  */
-export function readSegments(threads: number, fd: number, segments: readonly Segment[], hasher: Required<Hasher>): Promise<boolean> {
+function withPool<T>(threads: number, f: (p: TilePool) => Promise<T>): Promise<T | undefined> {
   return inTurn(async () => {
     const p = await poolOf(threads);
-    if (p === undefined) return false;
+    if (p === undefined) return undefined;
     p.hold(true);
     try {
-      await run(p, fd, segments, hasher);
-      return true;
+      return await f(p);
     } finally {
       p.hold(false);
     }
   });
+}
+
+/**
+ * Reads `segments` of the file open as `fd` (consecutive, in file order, every target a view of shared
+ * memory) on `threads` worker threads and continues `hasher` (crc32) over their bytes in order. Resolves
+ * false, having read nothing, when the threads cannot start: the caller then reads on this thread.
+ * Rejects with `JobFailed` for a failed read (the targets then hold partial data; {@link readError}
+ * types it), or with the error of a worker that died (the next read starts new ones).
+ */
+export async function readSegments(threads: number, fd: number, segments: readonly Segment[], hasher: Required<Hasher>): Promise<boolean> {
+  const done = await withPool(threads, async (p) => {
+    await run(p, fd, segments, hasher);
+    return true;
+  });
+  return done === true;
 }
 
 /** A range of a file read into new memory: `skew` bytes into its buffer. */
@@ -126,43 +133,28 @@ export interface Chunk {
  * Reads each chunk of the file open as `fd` into new memory on `threads` worker threads (each chunk by
  * one thread, which allocates its buffer and touches its pages first, so fresh memory's page faults are
  * taken on every core); resolves to the chunks' buffers and, with `hash`, their crc32s, in order; or
- * undefined, having read nothing, when the threads cannot start. Rejects with {@link SegmentFailed}
- * (naming the chunk) for a failed read.
+ * undefined, having read nothing, when the threads cannot start. Rejects as {@link readSegments} does.
  */
 export function readChunks(threads: number, fd: number, chunks: readonly Chunk[], hash: boolean): Promise<{ buffers: ArrayBuffer[]; crcs: number[] } | undefined> {
-  return inTurn(async () => {
-    const p = await poolOf(threads);
-    if (p === undefined) return undefined;
-    p.hold(true);
-    try {
-      const buffers: ArrayBuffer[] = [];
-      const crcs: number[] = [];
-      for (let first = 0; first < chunks.length; first += MAX_JOB_TENSORS) {
-        const part = chunks.slice(first, first + MAX_JOB_TENSORS);
-        const tensors = part.map((c): JobTensor => ({ dtype: 'U8', at: 0, length: c.length, reads: [{ fd, offset: c.offset }], weights: undefined, keep: 0, own: { skew: c.skew } }));
-        let done: { crcs: Uint32Array; filled: Map<number, ArrayBuffer> };
-        try {
-          done = await p.runFilling({ output: 0, tensors, divisor: 1, hash });
-        } catch (e) {
-          if (e instanceof JobFailed) throw new SegmentFailed(first + e.failure.tensor, e.failure);
-          throw e;
-        }
-        part.forEach((_, i) => {
-          buffers.push(done.filled.get(i) as ArrayBuffer);
-          crcs.push(done.crcs[i] as number);
-        });
-      }
-      return { buffers, crcs };
-    } finally {
-      p.hold(false);
+  return withPool(threads, async (p) => {
+    const buffers: ArrayBuffer[] = [];
+    const crcs: number[] = [];
+    for (let first = 0; first < chunks.length; first += MAX_JOB_TENSORS) {
+      const part = chunks.slice(first, first + MAX_JOB_TENSORS);
+      const tensors = part.map((c): JobTensor => ({ dtype: 'U8', at: 0, length: c.length, reads: [{ fd, offset: c.offset }], weights: undefined, keep: 0, own: { skew: c.skew } }));
+      const done = await p.runFilling({ output: 0, tensors, divisor: 1, hash });
+      part.forEach((_, i) => {
+        buffers.push(done.filled.get(i) as ArrayBuffer);
+        crcs.push(done.crcs[i] as number);
+      });
     }
+    return { buffers, crcs };
   });
 }
 
-/** A job's tensors and, for each, the segment it reads. */
+/** A job's tensors. */
 interface Planned {
   readonly tensors: JobTensor[];
-  readonly segments: number[];
 }
 
 /**
@@ -170,7 +162,7 @@ interface Planned {
  * {@link PIECE_BYTES}. Empty segments have nothing to read or hash.
  */
 function* plan(fd: number, segments: readonly Segment[], maxTensors: number): Generator<Planned> {
-  let job: Planned = { tensors: [], segments: [] };
+  let job: Planned = { tensors: [] };
   let bytes = 0;
   for (let s = 0; s < segments.length; s++) {
     const { offset, target } = segments[s] as Segment;
@@ -178,12 +170,11 @@ function* plan(fd: number, segments: readonly Segment[], maxTensors: number): Ge
     for (let at = 0; at < target.byteLength; ) {
       if (bytes === JOB_BYTES || job.tensors.length === maxTensors) {
         yield job;
-        job = { tensors: [], segments: [] };
+        job = { tensors: [] };
         bytes = 0;
       }
       const length = Math.min(PIECE_BYTES, target.byteLength - at, JOB_BYTES - bytes);
       job.tensors.push({ dtype: 'U8', at, length, reads: [{ fd, offset: offset + at }], weights: undefined, keep: 0, target: view });
-      job.segments.push(s);
       bytes += length;
       at += length;
     }
@@ -208,13 +199,7 @@ async function run(p: TilePool, fd: number, segments: readonly Segment[], hasher
   try {
     fill();
     for (let head = running.shift(); head !== undefined; head = running.shift()) {
-      let table: Uint32Array;
-      try {
-        table = await head.done;
-      } catch (e) {
-        if (e instanceof JobFailed) throw new SegmentFailed(head.job.segments[e.failure.tensor] ?? 0, e.failure);
-        throw e;
-      }
+      const table = await head.done;
       let tile = 0;
       for (const t of head.job.tensors) {
         for (let at = 0; at < t.length; at += READ_TILE) hasher.append(table[tile++] as number, Math.min(READ_TILE, t.length - at));
