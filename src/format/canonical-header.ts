@@ -42,7 +42,8 @@ const METADATA_KEY = '__metadata__';
 /** Names JavaScript objects order before all others (array indices): the general parser's order differs. */
 const INDEX_LIKE = /^(?:0|[1-9][0-9]*)$/;
 
-const ascii = (text: string): Uint8Array => Uint8Array.from(text, (c) => c.charCodeAt(0));
+/** The bytes of an ASCII text (also what the encoder writes literally). */
+export const ascii = (text: string): Uint8Array => Uint8Array.from(text, (c) => c.charCodeAt(0));
 
 /** dtype names, the common ones first, with their bytes. */
 const DTYPE_NAMES = ['F32', 'BF16', 'F16', 'I64', 'F64', 'I32', 'U8', 'BOOL', 'I8', 'I16', 'U16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2'].map(

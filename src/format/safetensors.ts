@@ -11,7 +11,7 @@
  * @module
  */
 import { CkptError } from '../errors.js';
-import { type CanonicalEntry, type CanonicalHeader, scanCanonicalHeader } from './canonical-header.js';
+import { type CanonicalEntry, type CanonicalHeader, ascii, scanCanonicalHeader } from './canonical-header.js';
 import { DTYPES, type DType, isDType } from '../tensor/dtype.js';
 import { MAX_RANK, type Tensor, type TensorMap, validateTensor } from '../tensor/tensor.js';
 import { parseJson } from './json.js';
@@ -195,11 +195,10 @@ export function serializeSafetensors(tensors: TensorMap, metadata?: Readonly<Rec
   return out;
 }
 
-const asciiBytes = (text: string): Uint8Array => Uint8Array.from(text, (c) => c.charCodeAt(0));
 /** What follows a tensor's name up to its first dimension, per dtype. */
-const ENTRY_START = Object.fromEntries(Object.keys(DTYPES).map((d) => [d, asciiBytes(`:{"dtype":"${d}","shape":[`)])) as Record<DType, Uint8Array>;
-const ENTRY_OFFSETS = asciiBytes('],"data_offsets":[');
-const ENTRY_END = asciiBytes(']}');
+const ENTRY_START = Object.fromEntries(Object.keys(DTYPES).map((d) => [d, ascii(`:{"dtype":"${d}","shape":[`)])) as Record<DType, Uint8Array>;
+const ENTRY_OFFSETS = ascii('],"data_offsets":[');
+const ENTRY_END = ascii(']}');
 const COLON = 0x3a;
 const COMMA = 0x2c;
 const QUOTE = 0x22;
