@@ -1,4 +1,4 @@
-import { CheckpointReader } from '../checkpoint/load.js';
+import { verify } from '../checkpoint/api.js';
 import { listRun } from '../checkpoint/manager.js';
 import { childKey } from '../checkpoint/location.js';
 import { type CkptError, ioError, isCkptError } from '../errors.js';
@@ -23,15 +23,9 @@ function report(item: string, problems: readonly CkptError[], step?: number): It
   };
 }
 
-async function verifyCheckpointAt(backend: Backend, key: string, threads: number | undefined): Promise<CkptError[]> {
-  let reader: CheckpointReader;
-  try {
-    reader = await CheckpointReader.open(backend, key);
-  } catch (e) {
-    if (isCkptError(e)) return [e];
-    throw e;
-  }
-  return reader.verify(threads);
+/** Every problem of the checkpoint at `key` (`verify`), read on `threads` worker threads (undefined: the default). */
+async function verifyCheckpointAt(backend: Backend, key: string, threads: number | undefined): Promise<readonly CkptError[]> {
+  return (await verify({ backend, key }, threads === undefined ? {} : { threads })).problems;
 }
 
 async function verifyFile(backend: Backend, key: string): Promise<CkptError[]> {
