@@ -232,6 +232,17 @@ describe('verified loads on worker threads', () => {
     await assert.rejects(verify(path, { threads: 99 }), (e) => isCkptError(e) && e.code === 'INVALID_ARGUMENT');
   });
 
+  it('an allocate that returns too few bytes, or no Uint8Array, is INVALID_ARGUMENT naming the file', async () => {
+    const path = await saved(6);
+    const file = join(path, 'model.safetensors');
+    const bad = [(size: number) => new Uint8Array(size - 1), () => new Float32Array(4) as unknown as Uint8Array];
+    for (const allocate of bad) {
+      for (const threads of [0, 2]) {
+        await assert.rejects(load(path, { allocate, threads }), (e) => isCkptError(e) && e.code === 'INVALID_ARGUMENT' && e.path === file && /allocate\(/.test(e.message));
+      }
+    }
+  });
+
   it('refuses a threads option that is not an integer from 0 to 64, and a shared option that is not a boolean', async () => {
     const path = await saved();
     for (const threads of [-1, 1.5, 65, Number.NaN, '2']) {
