@@ -179,19 +179,28 @@ export class TilePool {
   private readonly running = new Map<number, Running>();
   private nextId = 0;
   private broken: Error | undefined;
+  private stopping: Promise<void> | undefined;
 
   private constructor(count: number, script: URL) {
     const started: Promise<boolean>[] = [];
     // The kernels compiled once, here, rather than by every worker.
     const module = simdModule();
-    this.workers = Array.from({ length: count }, () => {
-      const worker = new Worker(script, {
-        // None of the process's Node options: the worker is compiled JavaScript that needs none, and
-        // some would stop it from loading (`--input-type`, given with `node -e`). V8's flags
-        // (`--jitless`, …) are the process's anyway.
-        execArgv: [],
-        ...(module === undefined ? {} : { workerData: { simd: module } }),
-      });
+    this.workers = [];
+    for (let i = 0; i < count; i++) {
+      let worker: Worker;
+      try {
+        worker = new Worker(script, {
+          // None of the process's Node options: the worker is compiled JavaScript that needs none, and
+          // some would stop it from loading (`--input-type`, given with `node -e`). V8's flags
+          // (`--jitless`, …) are the process's anyway.
+          execArgv: [],
+          ...(module === undefined ? {} : { workerData: { simd: module } }),
+        });
+      } catch (e) {
+        // Not one thread more (resource limits): the ones started so far would be left running.
+        for (const w of this.workers) void w.terminate();
+        throw e;
+      }
       started.push(
         new Promise((resolve) => {
           worker.once('message', (m) => resolve(m === READY));
@@ -204,12 +213,15 @@ export class TilePool {
       });
       worker.on('error', (e) => this.fail(e));
       worker.on('exit', (code) => this.fail(new Error(`worker thread exited (code ${code})`)));
-      return worker;
-    });
+      this.workers.push(worker);
+    }
     this.ready = Promise.all(started).then((all) => all.every(Boolean));
   }
 
-  /** Starts `count` worker threads running `script` (the compiled `worker.ts` next to this module). */
+  /**
+   * Starts `count` worker threads running `script` (the compiled `worker.ts` next to this module).
+   * Throws what `new Worker` throws (having terminated the threads it started).
+   */
   static start(count: number, script = new URL('./worker.js', import.meta.url)): TilePool {
     return new TilePool(count, script);
   }
@@ -304,8 +316,24 @@ export class TilePool {
     else r.reject(new JobFailed(r.failure));
   }
 
+  /**
+   * A worker failed (it died, or could not load): the pool serves no job any more. Every worker is
+   * terminated before the jobs in flight are rejected: the others may still be reading for them, and a
+   * caller closes its files once its job failed, after which the process may give a descriptor number
+   * to another file, whose bytes a thread still reading would then copy into the caller's memory.
+   */
   private fail(e: Error): void {
     this.broken ??= e;
+    void this.stop().then(() => this.rejectRunning(e));
+  }
+
+  /** Terminates every worker, once; resolves when all have stopped. */
+  private stop(): Promise<void> {
+    this.stopping ??= Promise.all(this.workers.splice(0).map((w) => w.terminate().catch(() => undefined))).then(() => undefined);
+    return this.stopping;
+  }
+
+  private rejectRunning(e: Error): void {
     for (const r of this.running.values()) r.reject(new CkptError('IO_ERROR', `worker thread failed: ${e.message}`, { cause: e }));
     this.running.clear();
   }
@@ -326,10 +354,10 @@ export class TilePool {
     }
   }
 
-  /** Terminates the workers (waiting until they stopped). Never throws; idempotent. */
+  /** Terminates the workers (waiting until they stopped); a job still running fails. Never throws; idempotent. */
   async close(): Promise<void> {
-    this.broken ??= new Error('the worker threads were closed');
-    const workers = this.workers.splice(0);
-    await Promise.all(workers.map((w) => w.terminate().catch(() => undefined)));
+    const closed = (this.broken ??= new Error('the worker threads were closed'));
+    await this.stop();
+    this.rejectRunning(closed);
   }
 }

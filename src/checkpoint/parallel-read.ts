@@ -14,7 +14,7 @@
  * @module
  */
 import { TilePool, JobFailed, type JobTensor, MAX_JOB_TENSORS, type SharedView, readFailure } from '../average/parallel.js';
-import { type CkptError, ioError } from '../errors.js';
+import { CkptError, ioError } from '../errors.js';
 import type { Hasher } from './checksum.js';
 
 /**
@@ -34,12 +34,20 @@ export interface Segment {
   readonly target: Uint8Array;
 }
 
-/** What a read on the threads failed with, as a typed error naming the file `where` of checkpoint `step`. */
+/**
+ * What a read on the threads failed with, as a typed error naming the file `where` of checkpoint `step`
+ * (also when the pool's own error, a worker that died, named none).
+ */
 export function readError(e: unknown, where: string, step: number): CkptError {
-  return e instanceof JobFailed ? readFailure(e.failure, where, step, 'reading') : ioError(e, 'reading', where, { step });
+  if (e instanceof JobFailed) return readFailure(e.failure, where, step, 'reading');
+  if (e instanceof CkptError && e.path === undefined) return new CkptError(e.code, `reading failed for ${where}: ${e.message}`, { path: where, step, cause: e });
+  return ioError(e, 'reading', where, { step });
 }
 
-/** The kept worker threads: `pool` undefined when they could not start (then never tried again). */
+/**
+ * The kept worker threads: `pool` undefined when they could not start (then not tried again for the same
+ * count; a read asking for another count tries once more).
+ */
 let kept: { readonly threads: number; readonly pool: TilePool | undefined } | undefined;
 /**
  * Reads take the threads in turn (their counters and crc tables serve one read at a time), and replace
@@ -68,14 +76,19 @@ async function poolOf(threads: number): Promise<TilePool | undefined> {
   }
   if (kept === undefined) {
     // Held (keeping the process alive) until they are ready: this read waits for them.
-    const p = TilePool.start(threads);
-    if (await p.ready) {
+    let p: TilePool | undefined;
+    try {
+      p = TilePool.start(threads);
+    } catch {
+      p = undefined;
+    }
+    if (p !== undefined && (await p.ready)) {
       // No output buffers: a read's bytes go to their targets.
       p.configure(0, 1, JOB_BYTES + READ_TILE, READ_TILE);
       p.hold(false);
       kept = { threads, pool: p };
     } else {
-      await p.close();
+      await p?.close();
       kept = { threads, pool: undefined };
     }
   }
