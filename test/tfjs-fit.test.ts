@@ -113,6 +113,27 @@ describe('fit callbacks', () => {
     await manager.close();
   });
 
+  it('background saves of the state TF.js holds (no copy out of it) write each step as it was, with the EMA updated in place between saves', async () => {
+    const { xs, ys } = data();
+    const dir = await tmpDir('ckpt-tfjs-fit-');
+    const run = async (name: string, background: boolean): Promise<TensorMap[][]> => {
+      const model = compiled(3);
+      const ema = createTfEma(model, { decay: 0.5 });
+      const manager = await openManager(join(dir, name), { background, save: { everySteps: 1 } });
+      await model.fit(xs, ys, { batchSize: BATCH, epochs: 2, shuffle: false, verbose: 0, callbacks: fitCallbacks(manager, { ema, on: 'batch' }) });
+      await manager.close();
+      const reader = await openManager(join(dir, name), { readOnly: true });
+      const saved = await Promise.all((await reader.list()).map((c) => load(c.location)));
+      await reader.close();
+      return saved.map((c) => ['model', 'optimizer', 'ema'].map((g) => c.tensors[g]!));
+    };
+    const inBackground = await run('background', true);
+    const inline = await run('inline', false);
+    assert.equal(inBackground.length, 8);
+    assert.equal(inline.length, 8);
+    inBackground.forEach((groups, k) => groups.forEach((g, j) => assertSame(g, inline[k]![j]!)));
+  });
+
   it('the LR schedule drives SGD (setLearningRate) every batch', async () => {
     const { xs, ys } = data();
     const schedule = piecewiseConstant([1, 5], [0.1, 0.05, 0.01]);

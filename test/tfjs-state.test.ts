@@ -11,8 +11,9 @@ import { openManager } from '../src/checkpoint/manager.js';
 import { isCkptError } from '../src/errors.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
 import { typedView } from '../src/tensor/tensor.js';
-import { canonicalWeightNames, weightNames } from '../src/tfjs/names.js';
+import { canonicalWeightNames, resolveModel, weightNames } from '../src/tfjs/names.js';
 import { captureOptimizer, getLearningRate, restoreOptimizer, setLearningRate } from '../src/tfjs/optimizers.js';
+import { createTfEma } from '../src/tfjs/ema.js';
 import { captureState, captureWeights, restoreState, restoreWeights } from '../src/tfjs/state.js';
 import { trainStep } from '../src/tfjs/loop.js';
 import { tmpDir } from './helpers.js';
@@ -273,5 +274,53 @@ describe('restore checks', () => {
     assert.deepEqual([...vars.mask.dataSync()], [1, 0, 1]);
     assert.deepEqual([...vars.count.dataSync()], [7, -3]);
     assert.equal((await load(join(dir, 'c'))).tensors.model!.get('mask')!.dtype, 'BOOL');
+  });
+});
+
+describe('capture without a copy (copy: false)', () => {
+  /** A trained model with Adam and an EMA (updated in place on the cpu backend after its first update). */
+  async function trained() {
+    const model = denseModel(5);
+    const target = { model, optimizer: tf.train.adam(0.01), ema: createTfEma(model, { decay: 0.9 }) };
+    await train(target, 3);
+    return target;
+  }
+
+  function bytesOf(m: TensorMap): Map<string, Buffer> {
+    return new Map([...m].map(([k, t]) => [k, Buffer.from(t.data)]));
+  }
+
+  it('gives the same tensors as a copy, as views of the memory TF.js holds on the cpu backend; a copy owns its memory', async () => {
+    const target = await trained();
+    const copied = await captureState(target);
+    const viewed = await captureState(target, { copy: false });
+    assert.deepEqual(Object.keys(viewed.tensors), ['model', 'optimizer', 'ema']);
+    for (const group of ['model', 'optimizer', 'ema']) assertSameTensors(viewed.tensors[group]!, copied.tensors[group]!);
+    assert.deepEqual({ ...viewed, tensors: undefined }, { ...copied, tensors: undefined });
+    const [first] = resolveModel(target.model).weights;
+    const memory = (await first!.variable.data()).buffer;
+    assert.equal(viewed.tensors.model!.get(first!.name)!.data.buffer, memory);
+    const own = copied.tensors.model!.get(first!.name)!.data;
+    assert.notEqual(own.buffer, memory);
+    const before = Buffer.from(first!.variable.dataSync().slice().buffer);
+    own.fill(0);
+    assert.ok(Buffer.from(first!.variable.dataSync().slice().buffer).equals(before), 'writing into a copy changed the model');
+  });
+
+  it('the views of weights and slots keep their values through a training step (assign replaces memory); the EMA shadow is updated in place', async () => {
+    const target = await trained();
+    const viewed = await captureState(target, { copy: false });
+    const saved = Object.fromEntries(Object.entries(viewed.tensors).map(([g, m]) => [g, bytesOf(m)]));
+    await train(target, 1);
+    for (const group of ['model', 'optimizer']) {
+      for (const [name, t] of viewed.tensors[group]!) {
+        if (name === 'iterations') continue;
+        assert.ok(Buffer.from(t.data).equals(saved[group]!.get(name)!), `${group}/${name} changed under the view`);
+      }
+    }
+    const changed = [...viewed.tensors.ema!].filter(([name, t]) => !Buffer.from(t.data).equals(saved.ema!.get(name)!));
+    assert.ok(changed.length > 0, 'the EMA shadow was expected to change in place (the reason views are valid only until the next step)');
+    const after = await captureState(target);
+    assertSameTensors(viewed.tensors.ema!, after.tensors.ema!);
   });
 });

@@ -88,7 +88,10 @@ async function saveFit(
 ): Promise<boolean> {
   const step = target.optimizer?.iterations ?? 0;
   if (!force && manager.shouldSave(step, metrics) === undefined) return false;
+  // No copy out of TF.js: the manager writes the state before this resolves, or copies it first in the
+  // background, and fit waits for this callback, so the model does not change meanwhile.
   const state = await captureState(target, {
+    copy: false,
     step,
     epoch,
     metrics,

@@ -32,21 +32,22 @@ export function tfDType(dtype: DType): TfNumericDType | undefined {
 }
 
 /**
- * Reads a TF.js tensor into a new ckpt {@link Tensor} that the caller owns. (On the cpu backend
- * `data()` hands out the tensor's own storage; a copy keeps callers from writing into the model.)
+ * Reads a TF.js tensor into a ckpt {@link Tensor}. With `copy` (the default) the caller owns the memory:
+ * the cpu backend's `data()` hands out the tensor's own storage, and a copy keeps callers from writing
+ * into the model. Without, `data` is a view of what `data()` returned: the backend's storage on the cpu
+ * backend, a copy of its own on the others (wasm, webgl).
  */
-export async function readTensor(t: tf.Tensor, name: string): Promise<Tensor> {
+export async function readTensor(t: tf.Tensor, name: string, copy = true): Promise<Tensor> {
   const dtype = ckptDType(t.dtype, name);
   const values = await t.data();
-  const data = new Uint8Array(values.byteLength);
-  data.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
-  return { dtype, shape: [...t.shape], data };
+  const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  return { dtype, shape: [...t.shape], data: copy ? bytes.slice() : bytes };
 }
 
-/** Reads several TF.js tensors into a {@link TensorMap}, in the given order. */
-export async function readTensors(entries: readonly (readonly [string, tf.Tensor])[]): Promise<TensorMap> {
+/** Reads several TF.js tensors into a {@link TensorMap}, in the given order (`copy`: see {@link readTensor}). */
+export async function readTensors(entries: readonly (readonly [string, tf.Tensor])[], copy = true): Promise<TensorMap> {
   const map: TensorMap = new Map();
-  for (const [name, t] of entries) map.set(name, await readTensor(t, name));
+  for (const [name, t] of entries) map.set(name, await readTensor(t, name, copy));
   return map;
 }
 

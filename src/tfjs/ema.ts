@@ -60,8 +60,13 @@ export interface TfExponentialMovingAverage {
    * continues from it.
    */
   update(options?: { readonly numUpdates?: number }): void;
-  /** Shadow (copied out of the backend) and counters, for the checkpoint: group `ema` + `state.ema`. */
-  stateDict(): Promise<EmaStateDict>;
+  /**
+   * Shadow (copied out of the backend) and counters, for the checkpoint: group `ema` + `state.ema`.
+   * `copy: false` skips the copy where the backend hands out its own memory (cpu): the tensors are then
+   * views of the shadow, which the next `update` changes in place; use them before it (see
+   * `CaptureOptions.copy`).
+   */
+  stateDict(options?: { readonly copy?: boolean }): Promise<EmaStateDict>;
   /**
    * Restores a state dict (from this class or from `ckpt/ema`), so a resumed run continues the same
    * average. `decay` and `dynamic` must equal this EMA's (`STATE_INVALID`); the tensors must be the
@@ -166,9 +171,9 @@ export function createTfEma(model: ModelLike, options: TfEmaOptions = {}): TfExp
       }
       numUpdates = n;
     },
-    async stateDict() {
+    async stateDict(opts = {}) {
       const tensors: TensorMap = new Map();
-      for (const [name, v] of shadow) tensors.set(name, await readTensor(v, name));
+      for (const [name, v] of shadow) tensors.set(name, await readTensor(v, name, opts.copy ?? true));
       return { tensors, state: { numUpdates, decay, dynamic } };
     },
     loadStateDict(dict) {

@@ -215,11 +215,14 @@ function slotName(weight: string, suffix: string): string {
  * iteration counter, learning rate and configuration as JSON.
  *
  * @param model the model whose variables the optimizer updates, in the order they are passed to it.
+ * @param options `copy: false` leaves the slots in the backend's memory where it hands that out (see
+ *   `CaptureOptions.copy`); by default they are copied.
  * @throws CkptError `UNSUPPORTED` for Adamax and unknown classes; `INCOMPATIBLE_TENSORS` when a slot
  * does not belong to the variable at its position (the optimizer was driven with another variable list
  * or order).
  */
-export async function captureOptimizer(optimizer: tf.Optimizer, model: ModelLike | ResolvedModel): Promise<OptimizerSnapshot> {
+export async function captureOptimizer(optimizer: tf.Optimizer, model: ModelLike | ResolvedModel, options: { readonly copy?: boolean } = {}): Promise<OptimizerSnapshot> {
+  const copy = options.copy ?? true;
   const resolved = isResolved(model) ? model : resolveModel(model);
   const kind = kindOf(optimizer);
   const fields = fieldsOf(optimizer);
@@ -249,10 +252,10 @@ export async function captureOptimizer(optimizer: tf.Optimizer, model: ModelLike
           { tensor: name, expected: slotName(entry.variable.name, suffix), received: slot?.originalName },
         );
       }
-      tensors.set(name, await readTensor(slot.variable, name));
+      tensors.set(name, await readTensor(slot.variable, name, copy));
     }
   }
-  for (const s of kind.scalars) tensors.set(s, await readTensor(scalarVariable(fields, s), s));
+  for (const s of kind.scalars) tensors.set(s, await readTensor(scalarVariable(fields, s), s, copy));
   return {
     tensors,
     state: {

@@ -64,6 +64,16 @@ export interface CaptureOptions {
   readonly metadata?: Readonly<Record<string, JsonValue>>;
   /** Store a LayersModel's topology (`state.tfjs`) so the checkpoint loads with `ckptIO`. @default true */
   readonly topology?: boolean;
+  /**
+   * Copy every tensor out of TF.js into memory the state owns. `false` skips that copy: on the cpu
+   * backend the state's tensors are then views of TF.js's own memory, valid until the next training step
+   * (the EMA updates its shadow in place; writing into them would change the model); other backends
+   * (wasm, webgl) hand out copies anyway. Pass such a state straight to `manager.save`, which writes it
+   * before it resolves or, in the background, copies it first: a copy of the state less per checkpoint
+   * (the checkpoint callbacks do this).
+   * @default true
+   */
+  readonly copy?: boolean;
 }
 
 /** Options of {@link restoreState} and {@link restoreWeights}. */
@@ -163,17 +173,18 @@ export async function captureState(target: TrainingTarget, options: CaptureOptio
     });
   }
   const resolved = resolveModel(target.model);
+  const copy = options.copy ?? true;
   const tensors: Record<string, TensorMap> = {
-    model: await readTensors(resolved.weights.map((w) => [w.name, w.variable] as const)),
+    model: await readTensors(resolved.weights.map((w) => [w.name, w.variable] as const), copy),
   };
   const state: Record<string, JsonValue> = { ...user };
   if (target.optimizer !== undefined) {
-    const opt = await captureOptimizer(target.optimizer, resolved);
+    const opt = await captureOptimizer(target.optimizer, resolved, { copy });
     if (opt.tensors.size > 0) tensors.optimizer = opt.tensors;
     state.optimizer = opt.state as unknown as JsonValue;
   }
   if (target.ema !== undefined) {
-    const dict = await target.ema.stateDict();
+    const dict = await target.ema.stateDict({ copy });
     if (dict.tensors.size > 0) tensors.ema = dict.tensors;
     state.ema = { ...dict.state };
   }
