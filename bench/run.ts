@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TILE } from '../src/average/parallel.js';
 import { createSimd } from '../src/average/simd.js';
-import { createBufferPool } from '../src/buffers.js';
+import { allocReadBuffer, createBufferPool } from '../src/buffers.js';
 import { coreThreads } from '../src/threads.js';
 import { createEma } from '../src/ema/ema.js';
 import { openManager } from '../src/checkpoint/manager.js';
@@ -154,6 +154,38 @@ try {
     ratio: `${(freshOne / freshVerified).toFixed(2)}x`,
     target: 'info',
   });
+  // An evaluation loop: one checkpoint below the size that starts worker threads, loaded again and again
+  // into fresh memory, each load's tensors dropped before the next. Read here in chunks of consecutive
+  // tensors (the default), memory the allocator recycles once the previous tensors are collected, against
+  // one new buffer per file (a new mapping each time, every page faulted in again).
+  {
+    const evalBytes = quick ? 48 * MiB : 192 * MiB;
+    const per = evalBytes / 48;
+    const g: TensorMap = new Map();
+    for (let i = 0; i < 48; i++) g.set(`w${i}`, { dtype: 'F32', shape: [per / 4], data: filled(per, 7000 + i) });
+    await writeCheckpoint(fsBackend(work, { sync: false }), 'eval', { step: 1, tensors: { model: g } }, { sync: false });
+    const loop = async (options: { allocate?: (size: number) => Uint8Array }): Promise<number[]> => {
+      const times: number[] = [];
+      let held: unknown;
+      for (let r = 0; r < 12; r++) {
+        const t = process.hrtime.bigint();
+        held = await load(join(work, 'eval'), options);
+        times.push(Number(process.hrtime.bigint() - t) / 1e9);
+      }
+      return held === undefined ? [] : times.slice(4);
+    };
+    const whole = median(await loop({ allocate: allocReadBuffer }));
+    const chunked = median(await loop({}));
+    row({
+      section: 'load',
+      what: `an evaluation loop: ${evalBytes / MiB} MiB loaded 12 times into fresh memory (each load's tensors dropped before the next), medians of the last 8: in chunks (the default) vs one new buffer per file`,
+      ours: ms(chunked),
+      limit: ms(whole),
+      ratio: `${(whole / chunked).toFixed(2)}x`,
+      target: 'info',
+    });
+    await remove(join(work, 'eval'));
+  }
   notes.push(
     'fresh memory: on this VM the first touch of newly allocated memory costs up to ~1 s per GiB (page faults through the hypervisor), so any load into new buffers is bound by it; worker threads (the default from 256 MiB to load) allocate and touch the memory on every core, and `createBufferPool()` (`LoadOptions.allocate`) reuses buffers across loads.',
   );

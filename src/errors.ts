@@ -144,6 +144,18 @@ export function isCkptError(e: unknown, code?: CkptErrorCode): e is CkptError {
   return e instanceof CkptError && (code === undefined || e.code === code);
 }
 
+/**
+ * `e` completed with what it does not say of `context` (path, step, tensor, expected, received): a new
+ * error with the same code and message and `e` as its cause, or `e` itself when it lacks none of them.
+ */
+export function withContext(e: CkptError, context: CkptErrorContext): CkptError {
+  const keys = ['path', 'step', 'tensor', 'expected', 'received'] as const;
+  if (keys.every((k) => context[k] === undefined || e[k] !== undefined)) return e;
+  const merged: Record<string, unknown> = { cause: e };
+  for (const k of keys) merged[k] = e[k] ?? context[k];
+  return new CkptError(e.code, e.message, merged as CkptErrorContext);
+}
+
 /** Node.js system error codes that mean the device is full. */
 const NO_SPACE_CODES = new Set(['ENOSPC', 'EDQUOT']);
 
@@ -152,7 +164,7 @@ const NO_SPACE_CODES = new Set(['ENOSPC', 'EDQUOT']);
  * missing files `NOT_FOUND`, anything else `IO_ERROR`. A CkptError passes through unchanged.
  */
 export function ioError(e: unknown, operation: string, path: string, extra: CkptErrorContext = {}): CkptError {
-  if (e instanceof CkptError) return e;
+  if (e instanceof CkptError) return withContext(e, { ...extra, path });
   const sys = typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : '';
   const detail = e instanceof Error ? e.message : String(e);
   const code: CkptErrorCode = NO_SPACE_CODES.has(sys) ? 'NO_SPACE' : sys === 'ENOENT' ? 'NOT_FOUND' : 'IO_ERROR';

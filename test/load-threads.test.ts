@@ -104,10 +104,12 @@ describe('verified loads on worker threads', () => {
     assert.equal(plain.tensors.model?.get('a')?.data.buffer, plain.tensors.model?.get('b')?.data.buffer, 'one buffer for the file, read here');
   });
 
-  it('without allocate, read into fresh memory the threads allocate: chunks of tensors, file alignment kept', async () => {
+  it('without allocate, read into fresh memory in chunks of tensors, on worker threads (which allocate them) or here; file alignment kept', async () => {
     const path = await saved(4);
-    const expected = (await load(path, { threads: 0 })).tensors;
-    for (const threads of [1, 2]) {
+    // Into memory of a pool: one buffer for the whole file.
+    const expected = (await load(path, { allocate: createBufferPool().allocate, threads: 0 })).tensors;
+    assert.equal(expected.model?.get('a')?.data.buffer, expected.model?.get('c')?.data.buffer);
+    for (const threads of [0, 1, 2]) {
       const ck = await load(path, { threads });
       assertSameTensors(ck.tensors, expected);
       const model = ck.tensors.model as TensorMap;
@@ -122,9 +124,30 @@ describe('verified loads on worker threads', () => {
       assert.deepEqual([...model.values()].map((t) => t.data.byteOffset % 4096), offsets, 'each tensor placed in its page as when the whole file is read here');
       assert.ok(header % 8 === 0 && [...model.values()].every((t) => t.dtype !== 'F32' || t.data.byteOffset % 4 === 0));
     }
-    // Below 256 MiB of tensors the default reads here, one buffer for the file.
+    // Below 256 MiB of tensors the default reads here, in the same chunks.
     const byDefault = (await load(path)).tensors.model as TensorMap;
-    assert.equal(byDefault.get('a')?.data.buffer, byDefault.get('b')?.data.buffer);
+    assert.notEqual(byDefault.get('a')?.data.buffer, byDefault.get('b')?.data.buffer);
+    assert.equal(byDefault.get('empty')?.data.buffer, byDefault.get('b')?.data.buffer);
+  });
+
+  it('in chunks here: sha256 files and unverified loads too, the same tensors as one buffer for the file', async () => {
+    const pool = createBufferPool();
+    for (const checksum of ['crc32', 'sha256'] as const) {
+      const path = await saved(6, { checksum });
+      const whole = (await load(path, { allocate: pool.allocate, threads: 0 })).tensors;
+      for (const verify of [true, false]) {
+        const ck = await load(path, { threads: 0, verify });
+        assertSameTensors(ck.tensors, whole);
+        assert.notEqual(ck.tensors.model?.get('a')?.data.buffer, ck.tensors.model?.get('b')?.data.buffer, `${checksum}, verify ${verify}: chunks`);
+      }
+      const file = join(path, 'model.safetensors');
+      const bytes = await readFile(file);
+      bytes[20 * MiB] = (bytes[20 * MiB] as number) ^ 1;
+      await writeFile(file, bytes);
+      await assert.rejects(load(path, { threads: 0 }), (e) => isCkptError(e) && e.code === 'CHECKSUM_MISMATCH' && e.path === file && e.step === 6, checksum);
+      // Unverified, the damage goes through (that is what verify: false means).
+      assert.equal((await load(path, { threads: 0, verify: false })).step, 6);
+    }
   });
 
   it('a corrupt byte anywhere is CHECKSUM_MISMATCH naming the file and step, into shared or fresh memory', async () => {
@@ -132,7 +155,8 @@ describe('verified loads on worker threads', () => {
     const file = join(path, 'model.safetensors');
     const original = await readFile(file);
     const pool = createBufferPool({ shared: true });
-    for (const options of [{ allocate: pool.allocate, threads: 2 }, { threads: 2 }]) {
+    // Shared memory on worker threads; fresh memory on worker threads, and here (chunks hashed in turn).
+    for (const options of [{ allocate: pool.allocate, threads: 2 }, { threads: 2 }, { threads: 0 }]) {
       for (const at of [9, TILE - 1, TILE, 17 * MiB, 24 * MiB + 300, original.byteLength - 1]) {
         const bytes = Buffer.from(original);
         bytes[at] = (bytes[at] as number) ^ 0x10;
@@ -161,13 +185,15 @@ describe('verified loads on worker threads', () => {
       return { backend, key: basename(path) };
     };
     const pool = createBufferPool({ shared: true });
-    for (const options of [{ allocate: pool.allocate, threads: 2 }, { threads: 2 }]) {
+    for (const options of [{ allocate: pool.allocate, threads: 2 }, { threads: 2 }, { threads: 0 }]) {
       const shrinks = damaged(async (reader) => {
         await truncate(file, size - 100);
         return reader;
       });
-      await assert.rejects(load(shrinks, options), (e) => isCkptError(e) && e.code === 'FILE_LENGTH_MISMATCH' && e.path === file && e.step === 5 && /ended while reading/.test(e.message));
+      await assert.rejects(load(shrinks, options), (e) => isCkptError(e) && e.code === 'FILE_LENGTH_MISMATCH' && e.path === file && e.step === 5, JSON.stringify(options));
       await writeFile(file, original);
+      // Here, reads go through the reader, not its descriptor.
+      if (options.threads === 0) continue;
       const dirFd = openSync(path, 'r');
       try {
         const unreadable = damaged(async (reader) => ({ ...reader, fd: dirFd, read: reader.read.bind(reader), close: reader.close.bind(reader) }));

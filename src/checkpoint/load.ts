@@ -58,7 +58,9 @@ export interface LoadOptions {
   /**
    * Where tensor bytes are read into: called once per file (or per tensor of a file over 1 GiB) with a
    * size. Pass a {@link BufferPool}'s `allocate` to reuse memory across loads.
-   * @default a fresh buffer each time
+   * @default fresh memory of ckpt's own: one buffer for a file under 32 MiB; for larger files, chunks of
+   *   consecutive tensors (up to 16 MiB, or one larger tensor), which the memory allocator recycles in a
+   *   loop of loads once the previous tensors are garbage
    */
   readonly allocate?: (size: number) => Uint8Array;
   /**
@@ -315,46 +317,56 @@ export class CheckpointReader {
   }
 
   /**
-   * A tensor file read into new memory on `threads` worker threads, in chunks of consecutive tensors
-   * (each chunk by one thread, which allocates it: the first touch of fresh memory, as costly here as the
-   * read, is spread over the cores), with the tensors as views of their chunks; undefined, having read
-   * no tensor, where the threads cannot serve (as for {@link readParallel}).
+   * A tensor file of at least {@link PARALLEL_MIN_BYTES} read into new memory in chunks of consecutive
+   * tensors (up to {@link OWN_CHUNK_BYTES}, a larger tensor alone), with the tensors as views of their
+   * chunks; undefined, having read nothing, for a smaller file or a damaged header (the whole-file read
+   * reports that, as a checksum mismatch where it checks the checksum before it parses).
+   *
+   * On `threads` worker threads where they can serve (see {@link readParallel}), each chunk by one
+   * thread, which allocates it: the first touch of fresh memory, as costly here as the read, is spread
+   * over the cores. Else here, each chunk hashed while the next is read: memory of that size is what the
+   * allocator recycles once the previous load's tensors are collected (one buffer of the whole file is a
+   * new mapping every time, every page of it faulted in again).
    */
-  private async readOwn(file: string, verify: boolean, threads: number): Promise<TensorMap | undefined> {
+  private async readChunked(file: string, verify: boolean, threads: number): Promise<TensorMap | undefined> {
     if (this.entry(file).bytes < PARALLEL_MIN_BYTES) return undefined;
     const reader = await this.open(file);
+    const inFlight: Promise<unknown>[] = [];
     try {
-      const fd = reader.fd;
-      const h = createHasher(checksumAlgorithm(this.entry(file).checksum));
-      if (fd === undefined || (verify && h.append === undefined)) return undefined;
       let header: { index: SafetensorsIndex; head: Uint8Array[] };
       try {
         header = await this.readHeader(file, reader);
       } catch (e) {
-        // A damaged header: the calling thread's read reports it (as a checksum mismatch where it checks
-        // the checksum before it parses, like every file up to 1 GiB).
         if (verify && isCkptError(e)) return undefined;
         throw e;
       }
       const { index, head } = header;
+      const h = createHasher(checksumAlgorithm(this.entry(file).checksum));
       for (const part of head) h.update(part);
       const entries = [...index.tensors];
       const chunks = planChunks(index.dataOffset, entries.map(([, info]) => info));
-      const { readChunks, readError } = await parallelRead();
-      let read: Awaited<ReturnType<typeof readChunks>>;
-      try {
-        read = await readChunks(threads, fd, chunks, verify);
-      } catch (e) {
-        throw readError(e, this.describe(file), this.manifest.step);
+      let buffers = threads > 0 && reader.fd !== undefined && (!verify || h.append !== undefined) ? await this.chunksOnThreads(file, reader.fd, chunks, verify, threads, h) : undefined;
+      if (buffers === undefined) {
+        const read = (c: PlannedChunk): Promise<ArrayBuffer> => {
+          const buffer = new ArrayBuffer(c.skew + c.length);
+          return this.read(file, reader, c.offset, c.length, new Uint8Array(buffer, c.skew, c.length)).then(() => buffer);
+        };
+        buffers = [];
+        let next = chunks.length > 0 ? read(chunks[0] as PlannedChunk) : undefined;
+        for (let k = 0; k < chunks.length; k++) {
+          inFlight.push(next as Promise<ArrayBuffer>);
+          const buffer = await (next as Promise<ArrayBuffer>);
+          inFlight.length = 0;
+          if (k + 1 < chunks.length) inFlight.push((next = read(chunks[k + 1] as PlannedChunk)));
+          const c = chunks[k] as PlannedChunk;
+          if (verify) h.update(new Uint8Array(buffer, c.skew, c.length));
+          buffers.push(buffer);
+        }
       }
-      if (read === undefined) return undefined;
-      if (verify) {
-        chunks.forEach((c, k) => (h as Required<Hasher>).append(read.crcs[k] as number, c.length));
-        this.checkDigest(file, h.digest());
-      }
+      if (verify) this.checkDigest(file, h.digest());
       const out: TensorMap = new Map();
       chunks.forEach((c, k) => {
-        const buffer = read.buffers[k] as ArrayBuffer;
+        const buffer = (buffers as ArrayBuffer[])[k] as ArrayBuffer;
         const chunkBegin = c.offset - index.dataOffset;
         for (let i = c.first; i < c.end; i++) {
           const [name, info] = entries[i] as [string, TensorInfo];
@@ -363,8 +375,27 @@ export class CheckpointReader {
       });
       return out;
     } finally {
+      // Never close under a read still in flight (after an error part-way).
+      await Promise.allSettled(inFlight);
       await reader.close();
     }
+  }
+
+  /**
+   * `chunks` read into new memory on `threads` worker threads, their crc32s appended to `h` (with
+   * `verify`); undefined, having read nothing, where the threads cannot serve.
+   */
+  private async chunksOnThreads(file: string, fd: number, chunks: readonly PlannedChunk[], verify: boolean, threads: number, h: Hasher): Promise<ArrayBuffer[] | undefined> {
+    const { readChunks, readError } = await parallelRead();
+    let read: Awaited<ReturnType<typeof readChunks>>;
+    try {
+      read = await readChunks(threads, fd, chunks, verify);
+    } catch (e) {
+      throw readError(e, this.describe(file), this.manifest.step);
+    }
+    if (read === undefined) return undefined;
+    if (verify) chunks.forEach((c, k) => (h as Required<Hasher>).append(read.crcs[k] as number, c.length));
+    return read.buffers as ArrayBuffer[];
   }
 
   /**
@@ -455,8 +486,8 @@ export class CheckpointReader {
     let out: TensorMap = new Map();
     for (const file of this.groupFiles(group)) {
       const where = this.describe(file);
-      // Into fresh memory of ckpt's own: worker threads can allocate it and read it.
-      const own = allocate === undefined && threads > 0 ? await this.readOwn(file, verify, threads) : undefined;
+      // Into fresh memory of ckpt's own, in chunks (on worker threads where they serve).
+      const own = allocate === undefined ? await this.readChunked(file, verify, threads) : undefined;
       if (own !== undefined) {
         if (out.size === 0) out = own;
         else for (const [name, t] of own) this.put(out, name, t, group, file);

@@ -14,7 +14,7 @@
  * @module
  */
 import { TilePool, JobFailed, type JobTensor, MAX_JOB_TENSORS, type SharedView, readFailure } from '../average/parallel.js';
-import { CkptError, ioError } from '../errors.js';
+import { type CkptError, ioError } from '../errors.js';
 import type { Hasher } from './checksum.js';
 
 /**
@@ -39,9 +39,7 @@ export interface Segment {
  * (also when the pool's own error, a worker that died, named none).
  */
 export function readError(e: unknown, where: string, step: number): CkptError {
-  if (e instanceof JobFailed) return readFailure(e.failure, where, step, 'reading');
-  if (e instanceof CkptError && e.path === undefined) return new CkptError(e.code, `reading failed for ${where}: ${e.message}`, { path: where, step, cause: e });
-  return ioError(e, 'reading', where, { step });
+  return e instanceof JobFailed ? readFailure(e.failure, where, step, 'reading') : ioError(e, 'reading', where, { step });
 }
 
 /**
