@@ -22,7 +22,7 @@ import { writeCheckpoint } from '../src/checkpoint/save.js';
 import { encodeSafetensors, parseHeader, readHeaderLength, serializeSafetensors } from '../src/format/safetensors.js';
 import { fsBackend } from '../src/storage/fs.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
-import { type Row, bestTime, filled, machine, median, ms, rate, rawRead, rawReadWhileHashing, rawWrite, rawWriteWhileHashing, readBuffer, remove, totalBytes } from './lib.js';
+import { type Row, bestTime, filled, flushDirty, machine, median, ms, rate, rawRead, rawReadWhileHashing, rawWrite, rawWriteWhileHashing, readBuffer, remove, totalBytes } from './lib.js';
 import { timeBound } from './bounds.js';
 import { timeTfEma } from './tfjs-ema.js';
 import { timeTfBackgroundSave } from './tfjs-save.js';
@@ -87,6 +87,7 @@ try {
 
   // ---- load ---------------------------------------------------------------------------------------
   await writeCheckpoint(fsBackend(work, { sync: false }), 'ck', state, { sync: false });
+  flushDirty();
   const file = join(work, 'ck', 'model.safetensors');
   const fileBytes = (await readFile(join(work, 'ck', 'manifest.json'), 'utf8')).length > 0 ? bytes : 0;
   const into = readBuffer(bytes + 1024 * 1024);
@@ -247,6 +248,7 @@ try {
       files.push(join(runDir, `step-${String(s).padStart(8, '0')}`, 'model.safetensors'));
     }
     await m.close();
+    flushDirty();
     const avgBytes = n * perAvg * TENSORS;
     const buf = readBuffer(perAvg * TENSORS + MiB);
     const raw = await bestTime(async () => {
@@ -370,6 +372,7 @@ try {
         await mb.save({ step: s, tensors: { model: g } });
       }
       await mb.close();
+      flushDirty();
       const [workers, single] = (await averageInChildren([[], ['--threads=0']], bigDir)) as [Runs, Runs];
       row({
         section: 'average',
@@ -457,6 +460,7 @@ try {
     const ours = await bestTime(() => writeCheckpoint(backend, `small-${n}`, smallState, { sync: false }), SMALL_REPS, 1, () => remove(join(work, `small-${n++}`)));
     ratioRow('small', `save ${SMALL_TENSORS} × 1 KiB tensors vs raw write of the file`, sbytes, ours, raw, 0.9);
     await writeCheckpoint(backend, 'small', smallState, { sync: false });
+    flushDirty();
     const into2 = readBuffer(sbytes * 2);
     const rawR2 = await bestTime(() => rawRead(join(work, 'small', 'model.safetensors'), into2), SMALL_REPS);
     // Reused buffers, as for the large load (the raw read reuses its buffer too); fresh memory below.
@@ -541,7 +545,7 @@ if (values['no-write'] !== true) {
 Produced by \`npm run bench${quick ? ' -- --quick' : ''}\` on ${new Date().toISOString().slice(0, 10)}: ${machine()}.
 Every ratio compares ckpt with the machine's own limit measured in the same run (best of ${REPS} runs each),
 because absolute numbers on this shared machine vary by 2x from one minute to the next. Throughput ratios
-are ckpt ÷ limit (1.00x = as fast as the raw operation). Files go to the page cache (os.tmpdir()).
+are ckpt ÷ limit (1.00x = as fast as the raw operation). Files go to the page cache (os.tmpdir()); the fixtures each section reads (GiBs of checkpoints) are flushed to disk (\`sync\`) before it is timed, so that no measured write waits behind their writeback.
 
 ${table}
 ${whyMissed()}
