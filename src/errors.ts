@@ -161,7 +161,9 @@ const NO_SPACE_CODES = new Set(['ENOSPC', 'EDQUOT']);
 
 /**
  * Wraps an unknown failure from an I/O call into a {@link CkptError}: full-disk errors become `NO_SPACE`,
- * missing files `NOT_FOUND`, anything else `IO_ERROR`. A CkptError passes through unchanged.
+ * missing files `NOT_FOUND`, anything else `IO_ERROR`. A CkptError keeps its code and message; one that
+ * does not name a path, step, … that `path` and `extra` give is completed with them ({@link withContext}:
+ * a new error, the original as its cause).
  */
 export function ioError(e: unknown, operation: string, path: string, extra: CkptErrorContext = {}): CkptError {
   if (e instanceof CkptError) return withContext(e, { ...extra, path });
