@@ -42,7 +42,7 @@ const notes: string[] = [];
 let averageBound = { cores: 0, ratio: Number.NaN };
 /** Raw read ÷ the inner loops alone on worker threads (bounds.ts), for the notes. */
 let averageLoop = { threads: 0, ratio: Number.NaN };
-let loadBound = { threads: 0, ratio: Number.NaN };
+let loadBound = { threads: 0, ratio: Number.NaN, load: Number.NaN };
 function row(r: Row): void {
   rows.push(r);
   const flag = r.met === undefined ? '' : r.met ? '  ok' : '  MISSED';
@@ -111,7 +111,7 @@ try {
   ratioRow('load', `verified on ${loadThreads} worker threads, reused shared buffers vs raw read`, fileBytes, loadParallel, rawR, 0.9);
   // The same threads doing only the reads and hashes into shared memory, with no checkpoint around them.
   const loadLoop = await timeBound('load', [file], (await stat(file)).size, READ_TILE, loadThreads, REPS);
-  loadBound = { threads: loadThreads, ratio: rawR / loadLoop };
+  loadBound = { threads: loadThreads, ratio: rawR / loadLoop, load: rawR / loadParallel };
   row({
     section: 'load',
     what: `verified on ${loadThreads} worker threads vs the same threads only reading + hashing the file into shared memory (the loop alone)`,
@@ -528,7 +528,7 @@ function whyMissed(): string {
       'save streams each tensor from the caller\'s memory to the file (the write runs on libuv\'s thread pool) while this thread hashes it, so crc32 overlaps the write in time, but it is a second pass over the same memory, and on this VM the two passes share its memory bandwidth: the "raw write ∥ crc32" row (a bare write loop that hashes each chunk as it goes) is the least a checksummed write takes, and the save comes close to it. With fsync the disk is the bound. Both rows move by ±0.15x from run to run here.',
     load:
       'verified load: every byte is copied by the kernel and then read again by crc32. On the calling thread the thread pool copies on one core while this thread hashes on the other, so every byte crosses between the cores\' caches and the two passes compete for memory bandwidth (the "raw read ∥ crc32" row is the least time for the two together). With worker threads (`threads`, into shared memory: `createBufferPool({ shared: true })`) each thread reads its pieces itself and hashes them while they are in its core\'s cache.' +
-      ` The same ${loadBound.threads} threads doing nothing but those reads and hashes (the "loop alone" row: no checkpoint, no plan) reach ${loadBound.ratio.toFixed(2)}x the raw read in this run: ${loadBound.ratio < 0.9 ? 'the 0.9x target is beyond what this machine does with verification' : "the rest of the gap is the load's own work"}.` +
+      ` The same ${loadBound.threads} threads doing nothing but those reads and hashes (the "loop alone" row: no checkpoint, no plan) reach ${loadBound.ratio.toFixed(2)}x the raw read in this run, and the load on them ${loadBound.load.toFixed(2)}x${loadBound.ratio < 0.9 ? ': the 0.9x target is beyond what this machine does with verification' : ''}.` +
       ' Unverified loads (`verify: false`) run at the raw read\'s speed.',
     average: `averaging must copy every input byte out of the page cache (the raw read), hash it and accumulate it. On ${averageBound.cores} cores these three passes alone, split perfectly, would run at ${averageBound.ratio.toFixed(2)}x the raw read's rate in this run (the "÷ cores" row: ${averageBound.ratio < 0.8 ? '0.8x is out of reach here with verification' : '0.8x would take all of that perfect split, with nothing left for the threads to coordinate'}), before the output is written (and its write and hash share the same cores); measured, the same ${averageLoop.threads} threads running nothing but that loop (no threads to start, no plan, no output: the "inner loop" row) reach ${averageLoop.ratio.toFixed(2)}x. ckpt spreads the work over worker threads (one per core, at most 4): each reads its share of every input in ${TILE / 1024} KiB pieces itself and hashes and accumulates each piece while it is in its core's cache, and this thread writes the output, one tensor while the next is produced. The "calling thread" row is the same average streamed on one thread while the thread pool reads ahead (every byte then crosses between the cores' caches). PyTorch's load-add-divide (torch row) holds every checkpoint in memory, adds in float32 and verifies nothing.`,
     small:
