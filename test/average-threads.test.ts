@@ -21,7 +21,7 @@ import { faultyBackend } from '../src/storage/faulty.js';
 import { fsBackend } from '../src/storage/fs.js';
 import { memoryBackend } from '../src/storage/memory.js';
 import { type Tensor, type TensorMap, f32ToBf16, f32ToF16, tensor } from '../src/tensor/tensor.js';
-import { cli, fuzzRuns, randoms, tmpDir } from './helpers.js';
+import { cli, crashNextWorker, fuzzRuns, randoms, tmpDir } from './helpers.js';
 
 /** A model with every averaged dtype, integers, booleans, an empty tensor, and tensors of 0.5 to 3.4 tiles. */
 function model(step: number): TensorMap {
@@ -209,6 +209,27 @@ describe('averageCheckpoints on worker threads', () => {
         assert.ok(!(await readdir(outRoot)).includes(`out-${failAt}`) || (await readdir(join(outRoot, `out-${failAt}`))).includes('manifest.json'), 'whole or absent');
       }
     }
+  });
+
+  it('a worker thread that dies part-way is IO_ERROR, leaves nothing, and the next averaging runs', async () => {
+    const run = await makeRun([1, 2, 3]);
+    const outRoot = await tmpDir('ckpt-avg-threads-out-');
+    const undo = crashNextWorker();
+    try {
+      await assert.rejects(averageCheckpoints(run, { threads: 2, out: join(outRoot, 'crashed'), sync: false }), (e) => {
+        assert.ok(isCkptError(e, 'IO_ERROR'), String(e));
+        assert.match(e.message, /worker thread/);
+        // Not about the output: never the temporary file being written.
+        assert.ok(!(e.path ?? '').includes('.tmp-'), `names ${e.path}`);
+        return true;
+      });
+    } finally {
+      undo();
+    }
+    assert.deepEqual(await readdir(outRoot), [], 'nothing left behind');
+    const again = await averageCheckpoints(run, { threads: 2, out: join(outRoot, 'again'), sync: false });
+    assert.equal(again.threads, 2);
+    await load(join(outRoot, 'again'));
   });
 
   it('threads must be an integer from 0 to 64', async () => {

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { type Tensor, type TensorMap, tensor } from '../src/tensor/tensor.js';
 import type { TrainState } from '../src/checkpoint/types.js';
 import { load } from '../src/checkpoint/api.js';
+import { Worker } from 'node:worker_threads';
 
 /** A fresh temporary directory, removed after the test file. */
 export async function tmpDir(prefix = 'ckpt-test-'): Promise<string> {
@@ -137,4 +138,25 @@ export async function stepFilesFingerprint(run: string): Promise<string[]> {
 export async function tensorDigests(dir: string): Promise<string[]> {
   const ck = await load(dir);
   return Object.entries(ck.tensors).flatMap(([g, m]) => [...m].map(([n, t]) => `${g}/${n}:${createHash('sha256').update(t.data).digest('hex')}`));
+}
+
+/**
+ * Makes the next worker thread that is sent a job die on it (an uncaught exception in the worker, as
+ * a crash or an out-of-memory would end it); returns the undo. Only that worker's copy of the job is
+ * spoiled: the other workers get the job as sent.
+ */
+export function crashNextWorker(): () => void {
+  const post = Worker.prototype.postMessage;
+  let armed = true;
+  Worker.prototype.postMessage = function (this: Worker, value: unknown, transfer?: readonly unknown[]): void {
+    if (armed && typeof value === 'object' && value !== null && 'id' in value && 'tensors' in value) {
+      armed = false;
+      post.call(this, { ...value, tensors: null }, transfer as never);
+      return;
+    }
+    post.call(this, value, transfer as never);
+  };
+  return () => {
+    Worker.prototype.postMessage = post;
+  };
 }

@@ -20,7 +20,7 @@ import type { Backend } from '../src/storage/backend.js';
 import { fsBackend } from '../src/storage/fs.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
 import { tensor } from '../src/tensor/tensor.js';
-import { randoms, tmpDir } from './helpers.js';
+import { crashNextWorker, randoms, tmpDir } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -38,27 +38,6 @@ async function saved(state: TrainState, prefix = 'ckpt-threads-review-'): Promis
 /** A checkpoint whose model file is one U8 tensor of `bytes` bytes (three 64 MiB jobs for 160 MiB). */
 function bigState(step: number, bytes: number): TrainState {
   return { step, tensors: { model: new Map([['w', tensor(pattern(bytes), [bytes], 'U8')]]) } };
-}
-
-/**
- * Makes the next worker thread that is sent a job die on it (an uncaught exception in the worker, as
- * a crash or an out-of-memory would end it); returns the undo. Only that worker's copy of the job is
- * spoiled: the other workers get the job as sent.
- */
-function crashNextWorker(): () => void {
-  const post = Worker.prototype.postMessage;
-  let armed = true;
-  Worker.prototype.postMessage = function (this: Worker, value: unknown, transfer?: readonly unknown[]): void {
-    if (armed && typeof value === 'object' && value !== null && 'id' in value && 'tensors' in value) {
-      armed = false;
-      post.call(this, { ...value, tensors: null }, transfer as never);
-      return;
-    }
-    post.call(this, value, transfer as never);
-  };
-  return () => {
-    Worker.prototype.postMessage = post;
-  };
 }
 
 /** Counts the jobs sent to worker threads while `f` runs. */

@@ -380,7 +380,9 @@ async function writeFile(
     // Writes still chained must settle before the partial file goes.
     await sink?.release();
     if (writer !== undefined) await writer.abort();
-    throw ioError(e, 'writing', backend.describe(key));
+    // A CkptError is thrown as it is: the backend's name their file already, and one from reading the
+    // tensors (a stream, an averaging's worker threads) is not about the file being written.
+    throw e instanceof CkptError ? e : ioError(e, 'writing', backend.describe(key));
   }
 }
 
