@@ -64,7 +64,9 @@ export function mismatch(name: string, saved: Tensor, dtype: tf.DataType, shape:
 
 /**
  * A new TF.js tensor holding a copy of `t`'s values. (Copied because backends may keep the array they
- * are given, and checkpoint buffers may be reused by the loader.)
+ * are given (cpu), checkpoint buffers may be reused by the loader, and a loaded tensor is a view into a
+ * larger buffer, which TF.js 4.22 does not always expect: `Tensor.bytes()` returns the whole buffer of
+ * the array it holds.)
  */
 export function toTf(t: Tensor, name: string): tf.Tensor {
   const dtype = tfDType(t.dtype);
