@@ -331,7 +331,6 @@ export class CheckpointReader {
   private async readChunked(file: string, verify: boolean, threads: number): Promise<TensorMap | undefined> {
     if (this.entry(file).bytes < PARALLEL_MIN_BYTES) return undefined;
     const reader = await this.open(file);
-    const inFlight: Promise<unknown>[] = [];
     try {
       let header: { index: SafetensorsIndex; head: Uint8Array[] };
       try {
@@ -345,28 +344,12 @@ export class CheckpointReader {
       for (const part of head) h.update(part);
       const entries = [...index.tensors];
       const chunks = planChunks(index.dataOffset, entries.map(([, info]) => info));
-      let buffers = threads > 0 && reader.fd !== undefined && (!verify || h.append !== undefined) ? await this.chunksOnThreads(file, reader.fd, chunks, verify, threads, h) : undefined;
-      if (buffers === undefined) {
-        const read = (c: PlannedChunk): Promise<ArrayBuffer> => {
-          const buffer = new ArrayBuffer(c.skew + c.length);
-          return this.read(file, reader, c.offset, c.length, new Uint8Array(buffer, c.skew, c.length)).then(() => buffer);
-        };
-        buffers = [];
-        let next = chunks.length > 0 ? read(chunks[0] as PlannedChunk) : undefined;
-        for (let k = 0; k < chunks.length; k++) {
-          inFlight.push(next as Promise<ArrayBuffer>);
-          const buffer = await (next as Promise<ArrayBuffer>);
-          inFlight.length = 0;
-          if (k + 1 < chunks.length) inFlight.push((next = read(chunks[k + 1] as PlannedChunk)));
-          const c = chunks[k] as PlannedChunk;
-          if (verify) h.update(new Uint8Array(buffer, c.skew, c.length));
-          buffers.push(buffer);
-        }
-      }
+      const onThreads = threads > 0 && reader.fd !== undefined && (!verify || h.append !== undefined);
+      const buffers = (onThreads ? await this.chunksOnThreads(file, reader.fd as number, chunks, verify, threads, h) : undefined) ?? (await this.chunksHere(file, reader, chunks, verify, h));
       if (verify) this.checkDigest(file, h.digest());
       const out: TensorMap = new Map();
       chunks.forEach((c, k) => {
-        const buffer = (buffers as ArrayBuffer[])[k] as ArrayBuffer;
+        const buffer = buffers[k] as ArrayBuffer;
         const chunkBegin = c.offset - index.dataOffset;
         for (let i = c.first; i < c.end; i++) {
           const [name, info] = entries[i] as [string, TensorInfo];
@@ -375,10 +358,35 @@ export class CheckpointReader {
       });
       return out;
     } finally {
-      // Never close under a read still in flight (after an error part-way).
-      await Promise.allSettled(inFlight);
       await reader.close();
     }
+  }
+
+  /**
+   * `chunks` read here into new memory, one after the other, each hashed into `h` (with `verify`) while
+   * the next is read.
+   */
+  private async chunksHere(file: string, reader: ObjectReader, chunks: readonly PlannedChunk[], verify: boolean, h: Hasher): Promise<ArrayBuffer[]> {
+    const read = (c: PlannedChunk | undefined): Promise<ArrayBuffer> | undefined => {
+      if (c === undefined) return undefined;
+      const buffer = new ArrayBuffer(c.skew + c.length);
+      return this.read(file, reader, c.offset, c.length, new Uint8Array(buffer, c.skew, c.length)).then(() => buffer);
+    };
+    const buffers: ArrayBuffer[] = [];
+    let next = read(chunks[0]);
+    try {
+      for (let k = 0; next !== undefined; k++) {
+        const buffer = await next;
+        next = read(chunks[k + 1]);
+        const c = chunks[k] as PlannedChunk;
+        if (verify) h.update(new Uint8Array(buffer, c.skew, c.length));
+        buffers.push(buffer);
+      }
+    } finally {
+      // The caller closes the file: never under a read still in flight (after an error part-way).
+      await next?.catch(() => undefined);
+    }
+    return buffers;
   }
 
   /**
@@ -395,7 +403,7 @@ export class CheckpointReader {
     }
     if (read === undefined) return undefined;
     if (verify) chunks.forEach((c, k) => (h as Required<Hasher>).append(read.crcs[k] as number, c.length));
-    return read.buffers as ArrayBuffer[];
+    return read.buffers;
   }
 
   /**
