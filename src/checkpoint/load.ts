@@ -43,6 +43,35 @@ function planChunks(dataOffset: number, infos: readonly TensorInfo[]): PlannedCh
   return chunks;
 }
 
+/**
+ * Calls `read(i)` for i = 0 … count - 1 with up to {@link READ_AHEAD} reads in flight, and `use` on each
+ * result in order. On a failure it waits for the reads still in flight before it throws (the caller
+ * closes the file next); a read failing while an earlier one is awaited is reported in its turn, never
+ * as an unhandled rejection.
+ */
+async function readInOrder<T>(count: number, read: (i: number) => Promise<T>, use: (value: T, i: number) => void): Promise<void> {
+  const queue: Promise<T>[] = [];
+  let next = 0;
+  const fill = (): void => {
+    while (queue.length < READ_AHEAD && next < count) {
+      const p = read(next++);
+      p.catch(() => undefined);
+      queue.push(p);
+    }
+  };
+  try {
+    fill();
+    for (let i = 0; i < count; i++) {
+      const value = await (queue[0] as Promise<T>);
+      queue.shift();
+      fill();
+      use(value, i);
+    }
+  } finally {
+    await Promise.allSettled(queue);
+  }
+}
+
 /** The module of reads on worker threads (imported when first used). */
 type ParallelRead = typeof ParallelReadModule;
 
@@ -363,29 +392,26 @@ export class CheckpointReader {
   }
 
   /**
-   * `chunks` read here into new memory, one after the other, each hashed into `h` (with `verify`) while
-   * the next is read.
+   * `chunks` read here into new memory, {@link READ_AHEAD} reads in flight (the thread pool's threads
+   * then take the first touch of the new pages between them), each hashed into `h` (with `verify`) in
+   * file order as it arrives.
    */
   private async chunksHere(file: string, reader: ObjectReader, chunks: readonly PlannedChunk[], verify: boolean, h: Hasher): Promise<ArrayBuffer[]> {
-    const read = (c: PlannedChunk | undefined): Promise<ArrayBuffer> | undefined => {
-      if (c === undefined) return undefined;
+    const read = (k: number): Promise<ArrayBuffer> => {
+      const c = chunks[k] as PlannedChunk;
       const buffer = new ArrayBuffer(c.skew + c.length);
       return this.read(file, reader, c.offset, c.length, new Uint8Array(buffer, c.skew, c.length)).then(() => buffer);
     };
     const buffers: ArrayBuffer[] = [];
-    let next = read(chunks[0]);
-    try {
-      for (let k = 0; next !== undefined; k++) {
-        const buffer = await next;
-        next = read(chunks[k + 1]);
+    await readInOrder(
+      chunks.length,
+      read,
+      (buffer, k) => {
         const c = chunks[k] as PlannedChunk;
         if (verify) h.update(new Uint8Array(buffer, c.skew, c.length));
         buffers.push(buffer);
-      }
-    } finally {
-      // The caller closes the file: never under a read still in flight (after an error part-way).
-      await next?.catch(() => undefined);
-    }
+      },
+    );
     return buffers;
   }
 
@@ -512,7 +538,6 @@ export class CheckpointReader {
       // Large file: header first, then one read per tensor in file order; each tensor is hashed while
       // the next one is read.
       const reader = await this.open(file);
-      const queue: Promise<Uint8Array>[] = [];
       try {
         const { index, head } = await this.readHeader(file, reader);
         const h = createHasher(checksumAlgorithm(this.entry(file).checksum));
@@ -537,22 +562,13 @@ export class CheckpointReader {
           return this.read(file, reader, index.dataOffset + info.begin, info.end - info.begin, target(i));
         };
         // Two reads in flight keep the I/O threads busy while this thread hashes and indexes.
-        let next = 0;
-        const fill = (): void => {
-          while (queue.length < READ_AHEAD && next < entries.length) queue.push(read(next++));
-        };
-        fill();
-        for (let i = 0; i < entries.length; i++) {
-          const data = await (queue.shift() as Promise<Uint8Array>);
-          fill();
+        await readInOrder(entries.length, read, (data, i) => {
           if (verify) h.update(data);
           const [name, info] = entries[i] as [string, TensorInfo];
           this.put(out, name, { dtype: info.dtype, shape: info.shape, data }, group, file);
-        }
+        });
         if (verify) this.checkDigest(file, h.digest());
       } finally {
-        // Never close under a read still in flight (after an error part-way).
-        await Promise.allSettled(queue);
         await reader.close();
       }
     }
