@@ -564,6 +564,17 @@ ${whyMissed()}
   **raw write ∥ crc32** likewise for a checksummed write: each chunk hashed while the thread pool writes it.
 - **raw read + JSON.parse of its header**: what any safetensors reader must do for a file of many small
   tensors (the header holds ~80 bytes of JSON per tensor).
+- **the loop alone** / **inner loop** (bench/bounds.ts): the same number of worker threads running only
+  the inner loop of a verified load (read each 1 MiB tile of the file into pre-touched shared memory and
+  crc32 it there) or of a verified average (read each 128 KiB tile of every input, crc32 and accumulate
+  it, as float32, with the same kernels), taking tiles from a shared counter: what this machine does with
+  those threads when nothing else runs (no threads to start, no checkpoint to open, no output to write).
+- **one new buffer per file** (evaluation loop): the same loads with \`allocate\` giving a fresh buffer of
+  each file's size, as loads into fresh memory did before they read files of 32 MiB or more in chunks;
+  each variant runs in a new process (bench/eval-child.ts), twice, best of the two medians.
+- **TF.js rows**: the memcpy is of the state the callback saves (weights, Adam's two slots, the EMA's
+  shadow), into reused memory; "copied out of TF.js" is \`manager.save(await captureState(target))\`
+  with its default copy, timed in turns with the callback.
 - **checksums** use the ${crc32Implementation().name} crc32 (\`CKPT_CRC32\` picks another; see src/checkpoint/checksum.ts).
 ${notes.map((n) => `- ${n}`).join('\n')}
 `;
