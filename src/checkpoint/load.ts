@@ -630,10 +630,10 @@ export class CheckpointReader {
       if (groupFiles.has(f.path)) continue;
       await capture(() => (f.path === 'state.json' ? this.state(true) : this.readFile(f.path, true)));
     }
-    const groups = Object.values(this.manifest.groups);
-    const workers = resolveThreads(threads, groups.reduce((sum, g) => sum + g.bytes, 0));
+    const groups = Object.keys(this.manifest.groups);
+    const workers = resolveThreads(threads, this.manifest, groups);
     const pool = createBufferPool({ shared: workers > 0 });
-    for (const group of Object.keys(this.manifest.groups)) {
+    for (const group of groups) {
       await capture(async () => {
         for (const t of (await this.group(group, true, pool.allocate, workers)).values()) pool.release(t);
       });
@@ -669,9 +669,14 @@ export function loadThreads(options: Pick<LoadOptions, 'threads'>): number | und
   return threads;
 }
 
-/** `threads`, or automatically: one per core (at most 4) to read {@link AUTO_THREADS_BYTES} or more, none below. */
-function resolveThreads(threads: number | undefined, bytes: number): number {
-  return threads ?? (bytes >= AUTO_THREADS_BYTES ? coreThreads(availableParallelism()) : 0);
+/**
+ * `threads`, or automatically: one per core (at most 4) when the `groups` of `manifest` to read hold
+ * {@link AUTO_THREADS_BYTES} or more, none below.
+ */
+function resolveThreads(threads: number | undefined, manifest: Manifest, groups: readonly string[]): number {
+  if (threads !== undefined) return threads;
+  const bytes = groups.reduce((sum, g) => sum + (manifest.groups[g]?.bytes ?? 0), 0);
+  return bytes >= AUTO_THREADS_BYTES ? coreThreads(availableParallelism()) : 0;
 }
 
 /** Loads the checkpoint at `key` of `backend`. See {@link LoadOptions}. */
@@ -681,7 +686,7 @@ export async function readCheckpoint(backend: Backend, key: string, options: Loa
   const reader = await CheckpointReader.open(backend, key);
   const m = reader.manifest;
   const names = options.groups ?? Object.keys(m.groups);
-  const threads = resolveThreads(given, names.reduce((sum, g) => sum + (m.groups[g]?.bytes ?? 0), 0));
+  const threads = resolveThreads(given, m, names);
   const tensors: Record<string, TensorMap> = {};
   for (const g of names) tensors[g] = await reader.group(g, verify, options.allocate, threads);
   if (verify) {
