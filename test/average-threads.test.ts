@@ -21,7 +21,7 @@ import { faultyBackend } from '../src/storage/faulty.js';
 import { fsBackend } from '../src/storage/fs.js';
 import { memoryBackend } from '../src/storage/memory.js';
 import { type Tensor, type TensorMap, f32ToBf16, f32ToF16, tensor } from '../src/tensor/tensor.js';
-import { cli, crashNextWorker, fuzzRuns, randoms, tmpDir } from './helpers.js';
+import { cli, crashNextWorker, fuzzRuns, randoms, tmpDir, wrapReaders } from './helpers.js';
 
 /** A model with every averaged dtype, integers, booleans, an empty tensor, and tensors of 0.5 to 3.4 tiles. */
 function model(step: number): TensorMap {
@@ -165,16 +165,7 @@ describe('averageCheckpoints on worker threads', () => {
     const path = join(run, 'step-00000001', 'model.safetensors');
     const { size } = await stat(path);
     // The fs backend, with one file damaged right after the averaging opened it.
-    const damaged = (damage: (reader: ObjectReader) => Promise<ObjectReader>): Backend => {
-      const inner = fsBackend(dirname(run));
-      return {
-        ...inner,
-        openReader: async (key) => {
-          const reader = await (inner.openReader as NonNullable<Backend['openReader']>)(key);
-          return inner.describe(key) === path ? damage(reader) : reader;
-        },
-      };
-    };
+    const damaged = (damage: (reader: ObjectReader) => Promise<ObjectReader>): Backend => wrapReaders(fsBackend(dirname(run)), path, damage);
     const shrinks = damaged(async (reader) => {
       await truncate(path, size - 100);
       return reader;

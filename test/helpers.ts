@@ -7,6 +7,8 @@ import { execFileSync } from 'node:child_process';
 import { type Tensor, type TensorMap, tensor } from '../src/tensor/tensor.js';
 import type { TrainState } from '../src/checkpoint/types.js';
 import { load } from '../src/checkpoint/api.js';
+import assert from 'node:assert/strict';
+import type { Backend, ObjectReader } from '../src/storage/backend.js';
 import { Worker } from 'node:worker_threads';
 
 /** A fresh temporary directory, removed after the test file. */
@@ -158,5 +160,36 @@ export function crashNextWorker(): () => void {
   };
   return () => {
     Worker.prototype.postMessage = post;
+  };
+}
+
+/**
+ * Asserts that two loads hold the same groups and tensors (names in file order, dtypes, shapes, bytes);
+ * with `pages`, each tensor also at the same position in its memory page.
+ */
+export function assertSameTensors(a: Record<string, TensorMap>, b: Record<string, TensorMap>, pages = false): void {
+  assert.deepEqual(Object.keys(a), Object.keys(b));
+  for (const [group, map] of Object.entries(a)) {
+    const other = b[group] as TensorMap;
+    assert.deepEqual([...map.keys()], [...other.keys()], `${group}: names in file order`);
+    for (const [name, t] of map) {
+      const u = other.get(name);
+      assert.ok(u !== undefined, name);
+      assert.equal(t.dtype, u.dtype);
+      assert.deepEqual(t.shape, u.shape);
+      assert.ok(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength)), `${group}/${name}`);
+      if (pages) assert.equal(t.data.byteOffset % 4096, u.data.byteOffset % 4096, `${group}/${name}: placed in its page as in a whole-file read`);
+    }
+  }
+}
+
+/** A backend over `inner` whose readers of the file `path` (as `inner.describe` names it) go through `wrap`. */
+export function wrapReaders(inner: Backend, path: string, wrap: (reader: ObjectReader) => ObjectReader | Promise<ObjectReader>): Backend {
+  return {
+    ...inner,
+    openReader: async (key) => {
+      const reader = await (inner.openReader as NonNullable<Backend['openReader']>)(key);
+      return inner.describe(key) === path ? wrap(reader) : reader;
+    },
   };
 }

@@ -15,7 +15,6 @@ import { openManager } from '../src/checkpoint/manager.js';
 import type { TrainState } from '../src/checkpoint/types.js';
 import { isCkptError } from '../src/errors.js';
 import { closeLoadThreads } from '../src/index.js';
-import type { Backend, ObjectReader } from '../src/storage/backend.js';
 import { fsBackend } from '../src/storage/fs.js';
 import { memoryBackend } from '../src/storage/memory.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
@@ -23,7 +22,7 @@ import { tensor } from '../src/tensor/tensor.js';
 import { fitCallbacks } from '../src/tfjs/callbacks.js';
 import { createTfEma } from '../src/tfjs/ema.js';
 import { captureState } from '../src/tfjs/state.js';
-import { tmpDir } from './helpers.js';
+import { assertSameTensors, tmpDir, wrapReaders } from './helpers.js';
 import { BATCH, FEATURES, SAMPLES, dataset, denseModel, useBackend } from './tfjs-fixtures.js';
 
 const MiB = 1024 * 1024;
@@ -60,33 +59,6 @@ function boundaryState(step: number): TrainState {
   };
 }
 
-function assertSameTensors(a: Record<string, TensorMap>, b: Record<string, TensorMap>, pages = true): void {
-  assert.deepEqual(Object.keys(a), Object.keys(b));
-  for (const [group, map] of Object.entries(a)) {
-    const other = b[group] as TensorMap;
-    assert.deepEqual([...map.keys()], [...other.keys()], `${group}: names in file order`);
-    for (const [name, t] of map) {
-      const u = other.get(name);
-      assert.ok(u !== undefined, name);
-      assert.equal(t.dtype, u.dtype);
-      assert.deepEqual(t.shape, u.shape);
-      assert.ok(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength)), `${group}/${name}`);
-      if (pages) assert.equal(t.data.byteOffset % 4096, u.data.byteOffset % 4096, `${group}/${name}: placed in its page as in a whole-file read`);
-    }
-  }
-}
-
-/** A backend over `inner` whose readers of `file` go through `wrap`. */
-function wrapped(inner: Backend, file: string, wrap: (reader: ObjectReader) => ObjectReader): Backend {
-  return {
-    ...inner,
-    openReader: async (key) => {
-      const reader = await (inner.openReader as NonNullable<Backend['openReader']>)(key);
-      return inner.describe(key) === file ? wrap(reader) : reader;
-    },
-  };
-}
-
 describe('loads in chunks on the calling thread (review)', () => {
   it('tensors on chunk boundaries, empty ones first, between and last, one over 16 MiB: the bytes, order and page placement of a whole-file read', async () => {
     const path = join(await tmpDir('ckpt-chunks-review-'), 'step-3');
@@ -94,7 +66,7 @@ describe('loads in chunks on the calling thread (review)', () => {
     const whole = (await load(path, { allocate: createBufferPool().allocate, threads: 0 })).tensors;
     for (const options of [{ threads: 0 }, { threads: 0, verify: false }, {}]) {
       const ck = await load(path, options);
-      assertSameTensors(ck.tensors, whole);
+      assertSameTensors(ck.tensors, whole, true);
       const model = ck.tensors.model as TensorMap;
       // Chunks: a, e1, b (and the empty e0 before them) in one; c alone; d, f, e2 in one.
       assert.equal(model.get('e0')?.data.buffer, model.get('b')?.data.buffer, JSON.stringify(options));
@@ -133,7 +105,7 @@ describe('loads in chunks on the calling thread (review)', () => {
       let inFlight = 0;
       let closedUnder = -1;
       // No descriptor: read here whatever the threads.
-      const backend = wrapped(inner, file, ({ fd: _fd, ...reader }) => ({
+      const backend = wrapReaders(inner, file, ({ fd: _fd, ...reader }) => ({
         ...reader,
         read: async (offset, length, into) => {
           const call = calls++;

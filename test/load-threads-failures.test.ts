@@ -16,11 +16,10 @@ import { load, save } from '../src/checkpoint/api.js';
 import { closeLoadThreads } from '../src/index.js';
 import type { TrainState } from '../src/checkpoint/types.js';
 import { isCkptError } from '../src/errors.js';
-import type { Backend } from '../src/storage/backend.js';
 import { fsBackend } from '../src/storage/fs.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
 import { tensor } from '../src/tensor/tensor.js';
-import { crashNextWorker, randoms, tmpDir } from './helpers.js';
+import { crashNextWorker, randoms, tmpDir, wrapReaders } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -92,16 +91,11 @@ describe('a worker thread that dies during a verified load', () => {
     // just closed, which a thread still reading would now read from.
     const decoy = join(dirname(path), 'decoy.bin');
     await writeFile(decoy, Buffer.alloc(bytes + MiB, 0xee));
-    const inner = fsBackend(dirname(path));
     let fd: number | undefined;
-    const backend: Backend = {
-      ...inner,
-      openReader: async (key) => {
-        const reader = await (inner.openReader as NonNullable<Backend['openReader']>)(key);
-        if (inner.describe(key) === file) fd = reader.fd;
-        return reader;
-      },
-    };
+    const backend = wrapReaders(fsBackend(dirname(path)), file, (reader) => {
+      fd = reader.fd;
+      return reader;
+    });
     const shared = createBufferPool({ shared: true });
     let target: Uint8Array | undefined;
     const allocate = (size: number): Uint8Array => {

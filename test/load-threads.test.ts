@@ -24,7 +24,7 @@ import { fsBackend } from '../src/storage/fs.js';
 import { memoryBackend } from '../src/storage/memory.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
 import { tensor } from '../src/tensor/tensor.js';
-import { cli, fuzzRuns, randoms, tmpDir } from './helpers.js';
+import { assertSameTensors, cli, fuzzRuns, randoms, tmpDir, wrapReaders } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -43,21 +43,6 @@ function stateAt(step: number): TrainState {
     },
     state: { step },
   };
-}
-
-function assertSameTensors(a: Record<string, TensorMap>, b: Record<string, TensorMap>): void {
-  assert.deepEqual(Object.keys(a), Object.keys(b));
-  for (const [group, map] of Object.entries(a)) {
-    const other = b[group] as TensorMap;
-    assert.deepEqual([...map.keys()], [...other.keys()]);
-    for (const [name, t] of map) {
-      const u = other.get(name);
-      assert.ok(u !== undefined, name);
-      assert.equal(t.dtype, u.dtype);
-      assert.deepEqual(t.shape, u.shape);
-      assert.ok(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength)), `${group}/${name}`);
-    }
-  }
 }
 
 async function saved(step = 1, options: { checksum?: 'crc32' | 'sha256' } = {}): Promise<string> {
@@ -173,17 +158,10 @@ describe('verified loads on worker threads', () => {
     const file = join(path, 'model.safetensors');
     const original = await readFile(file);
     const size = original.byteLength;
-    const damaged = (damage: (reader: ObjectReader) => Promise<ObjectReader>): { backend: Backend; key: string } => {
-      const inner = fsBackend(dirname(path));
-      const backend: Backend = {
-        ...inner,
-        openReader: async (key) => {
-          const reader = await (inner.openReader as NonNullable<Backend['openReader']>)(key);
-          return inner.describe(key) === file ? damage(reader) : reader;
-        },
-      };
-      return { backend, key: basename(path) };
-    };
+    const damaged = (damage: (reader: ObjectReader) => Promise<ObjectReader>): { backend: Backend; key: string } => ({
+      backend: wrapReaders(fsBackend(dirname(path)), file, damage),
+      key: basename(path),
+    });
     const pool = createBufferPool({ shared: true });
     for (const options of [{ allocate: pool.allocate, threads: 2 }, { threads: 2 }, { threads: 0 }]) {
       const shrinks = damaged(async (reader) => {
