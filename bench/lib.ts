@@ -1,5 +1,6 @@
 /** Shared helpers of the benchmark suite: timing, baselines, report rows. */
 import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { open, rm } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { allocReadBuffer } from '../src/buffers.js';
@@ -161,4 +162,14 @@ export function filled(bytes: number, seed: number): Uint8Array {
     f[i] = x / 2 ** 32;
   }
   return new Uint8Array(f.buffer);
+}
+
+/**
+ * Runs the bench script `script` (a compiled file next to this one) with `args` in a process of its own
+ * and returns the JSON it prints; throws with its stderr when it fails (`what` names it).
+ */
+export function runChild<T>(script: string, args: readonly string[], what: string): T {
+  const child = spawnSync(process.execPath, [fileURLToPath(new URL(`./${script}`, import.meta.url)), ...args], { encoding: 'utf8' });
+  if (child.status !== 0) throw new Error(`${what} child failed: ${child.stderr}`);
+  return JSON.parse(child.stdout) as T;
 }

@@ -6,8 +6,6 @@
 import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TILE } from '../src/average/parallel.js';
 import { createSimd } from '../src/average/simd.js';
@@ -22,7 +20,7 @@ import { writeCheckpoint } from '../src/checkpoint/save.js';
 import { encodeSafetensors, parseHeader, readHeaderLength, serializeSafetensors } from '../src/format/safetensors.js';
 import { fsBackend } from '../src/storage/fs.js';
 import type { TensorMap } from '../src/tensor/tensor.js';
-import { type Row, bestTime, filled, flushDirty, machine, median, ms, rate, rawRead, rawReadWhileHashing, rawWrite, rawWriteWhileHashing, readBuffer, remove, totalBytes } from './lib.js';
+import { type Row, bestTime, filled, flushDirty, machine, runChild, median, ms, rate, rawRead, rawReadWhileHashing, rawWrite, rawWriteWhileHashing, readBuffer, remove, totalBytes } from './lib.js';
 import { timeBound } from './bounds.js';
 import { timeTfEma } from './tfjs-ema.js';
 import { timeTfBackgroundSave } from './tfjs-save.js';
@@ -166,11 +164,7 @@ try {
     for (let i = 0; i < 48; i++) g.set(`w${i}`, { dtype: 'F32', shape: [per / 4], data: filled(per, 7000 + i) });
     await writeCheckpoint(fsBackend(work, { sync: false }), 'eval', { step: 1, tensors: { model: g } }, { sync: false });
     // Each variant in processes of its own, twice, taking turns.
-    const child = (flags: string[]): number => {
-      const run = spawnSync(process.execPath, [fileURLToPath(new URL('./eval-child.js', import.meta.url)), join(work, 'eval'), ...flags], { encoding: 'utf8' });
-      if (run.status !== 0) throw new Error(`evaluation child failed: ${run.stderr}`);
-      return (JSON.parse(run.stdout) as { seconds: number }).seconds;
-    };
+    const child = (flags: string[]): number => runChild<{ seconds: number }>('eval-child.js', [join(work, 'eval'), ...flags], 'evaluation').seconds;
     const medians = { chunks: [] as number[], whole: [] as number[] };
     for (let r = 0; r < 2; r++) {
       medians.whole.push(child(['--whole']));
@@ -264,10 +258,7 @@ try {
       for (let r = 0; r < REPS; r++) {
         for (const [v, flags] of variants.entries()) {
           const out = join(work, `avg-out-${r}-${v}`);
-          const args = [fileURLToPath(new URL('./avg-child.js', import.meta.url)), dir, out, String(n), ...flags];
-          const child = spawnSync(process.execPath, args, { encoding: 'utf8' });
-          if (child.status !== 0) throw new Error(`averaging child failed: ${child.stderr}`);
-          const res = JSON.parse(child.stdout) as AverageRun;
+          const res = runChild<AverageRun>('avg-child.js', [dir, out, String(n), ...flags], 'averaging');
           if (res.seconds < (best[v] as AverageRun).seconds) best[v] = res;
           (all[v] as number[]).push(res.seconds);
           await remove(out);
