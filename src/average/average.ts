@@ -7,7 +7,7 @@
  * @module
  */
 import { availableParallelism } from 'node:os';
-import { CheckpointReader, type TensorLocation } from '../checkpoint/load.js';
+import { CheckpointReader, HEADER_CONCURRENCY, type TensorLocation } from '../checkpoint/load.js';
 import { type Location, type ResolvedLocation, childKey, resolveItem, resolveRoot } from '../checkpoint/location.js';
 import { type CheckpointInfo, type InvalidEntry, LIST_ATTEMPTS, listRun, vanished } from '../checkpoint/manager.js';
 import { type MetricMode, bestCandidates } from '../checkpoint/policies.js';
@@ -16,6 +16,7 @@ import { checksumAlgorithm, createHasher, type Hasher } from '../checkpoint/chec
 import { CkptError, ioError, isCkptError } from '../errors.js';
 import { type ChecksumAlgorithm, type JsonValue, type Manifest, isValidGroupName } from '../format/manifest.js';
 import { Problems, isCount, isPositive } from '../problems.js';
+import { mapSettled } from '../settle.js';
 import type { Backend, ObjectReader } from '../storage/backend.js';
 import { openReader } from '../storage/reader.js';
 import type { DType } from '../tensor/dtype.js';
@@ -1134,8 +1135,9 @@ async function averageSelected(
     });
   }
 
-  const readers: CheckpointReader[] = [];
-  for (const c of selected) readers.push(await CheckpointReader.open(backend, childKey(root.key, c.name)));
+  // The checkpoints' manifests, then the averaged groups' headers, a few requests at a time (see
+  // HEADER_CONCURRENCY); a failure is reported for the oldest checkpoint that fails, as one at a time.
+  const readers = await mapSettled(selected, HEADER_CONCURRENCY, (c) => CheckpointReader.open(backend, childKey(root.key, c.name)));
   const newest = readers[readers.length - 1] as CheckpointReader;
   const newestInfo = selected[selected.length - 1] as CheckpointInfo;
 
@@ -1143,13 +1145,15 @@ async function averageSelected(
   const problems: string[] = [];
   const unsupported: string[] = [];
   const indexes = new Map<string, Map<string, TensorLocation>[]>();
-  for (const group of opts.groups) {
+  const pairs = opts.groups.flatMap((group) => readers.map((reader) => ({ group, reader })));
+  const headers = await mapSettled(pairs, HEADER_CONCURRENCY, async ({ group, reader }) =>
+    Object.hasOwn(reader.manifest.groups, group) ? reader.index(group) : undefined,
+  );
+  for (const [g, group] of opts.groups.entries()) {
     const sets: TensorSet[] = [];
     const found: Map<string, TensorLocation>[] = [];
     for (let j = 0; j < readers.length; j++) {
-      const reader = readers[j] as CheckpointReader;
-      const has = Object.hasOwn(reader.manifest.groups, group);
-      const index = has ? await reader.index(group) : undefined;
+      const index = headers[g * readers.length + j];
       if (index !== undefined) found.push(index);
       sets.push({ label: (selected[j] as CheckpointInfo).name, tensors: index === undefined ? undefined : infoMap(index) });
     }
@@ -1175,8 +1179,7 @@ async function averageSelected(
   }
 
   const copied = Object.keys(newest.manifest.groups).filter((g) => !opts.groups.includes(g));
-  const copiedIndexes = new Map<string, Map<string, TensorLocation>>();
-  for (const group of copied) copiedIndexes.set(group, await newest.index(group));
+  const copiedIndexes = new Map((await mapSettled(copied, HEADER_CONCURRENCY, async (group) => [group, await newest.index(group)] as const)));
 
   let maxBytes = 0;
   for (const index of [...[...indexes.values()].map((l) => l[l.length - 1] as Map<string, TensorLocation>), ...copiedIndexes.values()]) {

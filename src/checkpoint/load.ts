@@ -12,6 +12,7 @@ import { type Hasher, MANIFEST_CHECKSUM_KEY, checkManifestChecksum, checksumAlgo
 import type * as ParallelReadModule from './parallel-read.js';
 import type { Segment } from './parallel-read.js';
 import { isCount } from '../problems.js';
+import { mapSettled } from '../settle.js';
 import { childKey } from './location.js';
 import type { Checkpoint } from './types.js';
 
@@ -115,6 +116,11 @@ const WHOLE_FILE_LIMIT = 1024 ** 3;
 const READ_PIECE = 8 * 1024 * 1024;
 /** Reads kept in flight when a large file is read tensor by tensor. */
 const READ_AHEAD = 2;
+/**
+ * Shard headers of a group read at once, and checkpoints opened at once by an averaging: each is a few
+ * small requests, which a remote store answers in one round trip each.
+ */
+export const HEADER_CONCURRENCY = 8;
 /** Smaller files are read on this thread (a job's hand-offs would cost more than the threads save). */
 const PARALLEL_MIN_BYTES = 32 * 1024 * 1024;
 /**
@@ -466,9 +472,14 @@ export class CheckpointReader {
     if (p === undefined) {
       p = (async () => {
         const out = new Map<string, TensorLocation>();
-        for (const file of this.groupFiles(group)) {
+        const files = this.groupFiles(group);
+        // The shards' headers a few at a time; combined in shard order.
+        const headers = await mapSettled(files, HEADER_CONCURRENCY, async (file) => {
           const reader = await this.open(file);
-          const { index } = await this.readHeader(file, reader).finally(() => reader.close());
+          return (await this.readHeader(file, reader).finally(() => reader.close())).index;
+        });
+        for (const [k, file] of files.entries()) {
+          const index = headers[k] as SafetensorsIndex;
           for (const [name, info] of index.tensors) {
             if (out.has(name)) {
               throw new CkptError('DUPLICATE_KEY', `tensor "${name}" of group "${group}" appears in two shards (${out.get(name)?.file}, ${file})`, {

@@ -1,6 +1,7 @@
 import { CkptError, ioError, isCkptError } from '../errors.js';
 import type { ChecksumAlgorithm, JsonValue, Manifest } from '../format/manifest.js';
 import { Problems } from '../problems.js';
+import { mapSettled } from '../settle.js';
 import type { Backend } from '../storage/backend.js';
 import type { TensorMap } from '../tensor/tensor.js';
 import { type LockOptions, type WriterLock, acquireLock } from './lock.js';
@@ -229,11 +230,6 @@ async function listRunOnce(backend: Backend, root: string): Promise<{ valid: Che
     const step = parseStepDirName(name);
     if (step !== undefined) dirs.push({ name, step });
   }
-  // Several manifests at a time: a shorter listing leaves a concurrent writer less time to change it.
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < dirs.length) await readOne(dirs[next++] as { name: string; step: number });
-  };
   const readOne = async ({ name, step }: { name: string; step: number }): Promise<void> => {
     const key = childKey(root, name);
     try {
@@ -252,7 +248,8 @@ async function listRunOnce(backend: Backend, root: string): Promise<{ valid: Che
       invalid.push({ name, step, error: e });
     }
   };
-  await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, dirs.length) }, worker));
+  // Several manifests at a time: a shorter listing leaves a concurrent writer less time to change it.
+  await mapSettled(dirs, LIST_CONCURRENCY, readOne);
   valid.sort((a, b) => a.step - b.step);
   invalid.sort((a, b) => a.step - b.step);
   return { valid, invalid };
