@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { cp, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import { type AverageOptions, type AverageResult, averageCheckpoints } from '../src/average/average.js';
@@ -17,7 +17,7 @@ import { fsBackend } from '../src/storage/fs.js';
 import { openReader } from '../src/storage/reader.js';
 import { memoryBackend } from '../src/storage/memory.js';
 import { type Tensor, type TensorMap, f32ToBf16, f32ToF16, fromFloat64, tensor, toFloat64 } from '../src/tensor/tensor.js';
-import { cli, randomF32, tmpDir } from './helpers.js';
+import { cli, randomF32, tmpDir, wrapReaders } from './helpers.js';
 
 /** Per-checkpoint values of the model's float tensors. */
 interface Values {
@@ -268,6 +268,30 @@ describe('averageCheckpoints on the filesystem', () => {
     // Without verification the (corrupt) bytes are averaged: the check is what caught it.
     const r = await average(dir, { verify: false });
     assert.deepEqual(r.steps, [100, 200, 300]);
+  });
+
+  it('headers damaged in two inputs: the error names the older one, even when the newer one fails first', async () => {
+    const dir = await makeRun();
+    const older = join(dir, 'step-00000100', 'model.safetensors');
+    for (const file of [older, join(dir, 'step-00000300', 'model.safetensors')]) {
+      const b = await readFile(file);
+      b.writeBigUInt64LE(BigInt(b.length), 0); // a header longer than the file
+      await writeFile(file, b);
+    }
+    // The older checkpoint's header arrives late: the checkpoints are opened at once, and its failure
+    // comes after the newer one's.
+    const slow = wrapReaders(fsBackend(dirname(dir)), older, (reader) => ({
+      ...reader,
+      read: async (offset, length, into) => {
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        return reader.read(offset, length, into);
+      },
+    }));
+    for (const backend of [fsBackend(dirname(dir)), slow]) {
+      const e = (await rejectsWith(averageCheckpoints({ backend, key: basename(dir) }, { sync: false }), 'HEADER_TOO_LARGE')) as { path: string };
+      assert.equal(e.path, older);
+    }
+    assert.deepEqual((await readdir(dir)).sort(), ['step-00000100', 'step-00000200', 'step-00000300']);
   });
 
   it('a corrupt file of a group copied from the newest is caught too', async () => {
