@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { type CheckpointManager, type ManagerOptions, openManager } from '../src/checkpoint/manager.js';
 import { isCkptError } from '../src/errors.js';
+import type { Backend } from '../src/storage/backend.js';
 import { faultyBackend } from '../src/storage/faulty.js';
+import { fsBackend } from '../src/storage/fs.js';
 import { memoryBackend } from '../src/storage/memory.js';
 import { sampleState, tmpDir } from './helpers.js';
 
@@ -175,6 +177,49 @@ describe('restore', () => {
       await rejectsWith(m.restoreOrInitialize(() => sampleState(0)), 'NO_VALID_CHECKPOINT');
       await rejectsWith(m.restore({ step: 1 }), 'FILE_MISSING');
     }));
+
+  it('a writer resuming right after it opened the run reads each manifest once; a reader, or a restore after a save, lists again', async () => {
+    const dir = await tmpDir();
+    const first = await openManager(dir, { sync: false });
+    for (const s of [1, 2, 3]) await first.save(sampleState(s));
+    await first.close();
+    const reads = new Map<string, number>();
+    const inner = fsBackend(dir);
+    const counting: Backend = {
+      ...inner,
+      openReader: (key) => {
+        if (key.endsWith('manifest.json')) reads.set(key, (reads.get(key) ?? 0) + 1);
+        return (inner.openReader as NonNullable<Backend['openReader']>)(key);
+      },
+    };
+    const manifestReads = (): number[] => [1, 2, 3].map((s) => reads.get(`step-0000000${s}/manifest.json`) ?? 0);
+    const m = await openManager({ backend: counting, key: '' }, { sync: false });
+    try {
+      const { restored } = await m.restoreOrInitialize(() => sampleState(0));
+      assert.equal(restored?.checkpoint.step, 3);
+      // Once by the listing at open (which the restore starts from), once by the load of step 3.
+      assert.deepEqual(manifestReads(), [1, 1, 2]);
+      // The opening listing serves one restore only.
+      reads.clear();
+      assert.equal((await m.restore()).checkpoint.step, 3);
+      assert.deepEqual(manifestReads(), [1, 1, 2]);
+      // After a save the run is listed again: a directory appearing since is seen (and skipped).
+      await m.save(sampleState(4));
+      await mkdir(join(dir, 'step-00000009'));
+      const r = await m.restore();
+      assert.deepEqual([r.checkpoint.step, r.skipped.map((x) => x.step)], [4, [9]]);
+    } finally {
+      await m.close();
+    }
+    // A reader does not hold the run still: every restore lists it.
+    await rm(join(dir, 'step-00000009'), { recursive: true });
+    reads.clear();
+    const reader = await openManager({ backend: counting, key: '' }, { readOnly: true });
+    await mkdir(join(dir, 'step-00000009'));
+    assert.deepEqual((await reader.restore()).skipped.map((x) => x.step), [9]);
+    assert.deepEqual(manifestReads(), [2, 2, 2]);
+    await reader.close();
+  });
 
   it('records lineage: the step a run resumed from', () =>
     withManager({}, async (m) => {

@@ -174,8 +174,14 @@ export function resolveManagerOptions(options: ManagerOptions): ResolvedManagerO
   };
 }
 
+/** A listing of a run: valid committed checkpoints (oldest first) and invalid step directories. */
+export interface RunListing {
+  readonly valid: CheckpointInfo[];
+  readonly invalid: InvalidEntry[];
+}
+
 /** Lists a run: valid committed checkpoints (oldest first) and invalid step directories. */
-export async function listRun(backend: Backend, root: string): Promise<{ valid: CheckpointInfo[]; invalid: InvalidEntry[] }> {
+export async function listRun(backend: Backend, root: string): Promise<RunListing> {
   // A writer in another process may delete checkpoints (retention) while they are being listed. A
   // directory that vanished between the listing and the read of its manifest is not an invalid
   // checkpoint, and the listing is stale: the writer committed newer checkpoints meanwhile, which this
@@ -219,7 +225,7 @@ async function listNames(backend: Backend, root: string): Promise<string[]> {
   }
 }
 
-async function listRunOnce(backend: Backend, root: string): Promise<{ valid: CheckpointInfo[]; invalid: InvalidEntry[] }> {
+async function listRunOnce(backend: Backend, root: string): Promise<RunListing> {
   const names = await listNames(backend, root);
   const valid: CheckpointInfo[] = [];
   const invalid: InvalidEntry[] = [];
@@ -316,6 +322,11 @@ class Manager implements CheckpointManager {
     private readonly lock: WriterLock | undefined,
     private known: CheckpointInfo[],
     runId: string,
+    /**
+     * The listing a writer took when it opened the run, until a save: its lock keeps other writers out,
+     * so the first restore starts from it instead of reading every manifest again.
+     */
+    private opening: RunListing | undefined,
   ) {
     this.lastSaveTime = opts.clock.now();
     this.runId = runId;
@@ -428,6 +439,7 @@ class Manager implements CheckpointManager {
   }
 
   private async commit(state: TrainState): Promise<{ manifest: Manifest; deleted: number[] }> {
+    this.opening = undefined;
     const name = stepDirName(state.step);
     let manifest: Manifest;
     try {
@@ -489,6 +501,22 @@ class Manager implements CheckpointManager {
 
   async restore(target: RestoreTarget = 'latest', options: Pick<LoadOptions, 'groups' | 'allocate' | 'threads'> = {}): Promise<RestoreResult> {
     this.ensureOpen();
+    return this.restoreListed(target, options, this.takeOpening());
+  }
+
+  /** The listing taken when the run was opened, once (see `opening`). */
+  private takeOpening(): RunListing | undefined {
+    const listing = this.opening;
+    this.opening = undefined;
+    return listing;
+  }
+
+  /** {@link restore}, starting from `listing` (a listing of the run just taken) when given. */
+  private async restoreListed(
+    target: RestoreTarget,
+    options: Pick<LoadOptions, 'groups' | 'allocate' | 'threads'>,
+    listing: RunListing | undefined,
+  ): Promise<RestoreResult> {
     // Checked once here: a bad option is not a checkpoint that fails to load.
     const threads = loadThreads(options);
     const load = (c: { name: string }): Promise<Checkpoint> =>
@@ -502,7 +530,7 @@ class Manager implements CheckpointManager {
     // vanished rather than failed, and the run is listed again (as many times as listRun retries: a
     // reader starved of CPU can lose several races in a row against a fast writer).
     for (let attempt = 1; ; attempt++) {
-      const { valid, invalid } = await listRun(this.backend, this.root);
+      const { valid, invalid } = (attempt === 1 ? listing : undefined) ?? (await listRun(this.backend, this.root));
       if (typeof target === 'object' && 'step' in target) {
         const c = valid.find((x) => x.step === target.step);
         if (c === undefined) {
@@ -554,11 +582,11 @@ class Manager implements CheckpointManager {
 
   async restoreOrInitialize(init: () => TrainState | Promise<TrainState>): Promise<{ state: TrainState; restored?: RestoreResult }> {
     this.ensureOpen();
-    const { valid, invalid } = await listRun(this.backend, this.root);
-    if (valid.length === 0 && invalid.length === 0) return { state: await init() };
+    const listing = this.takeOpening() ?? (await listRun(this.backend, this.root));
+    if (listing.valid.length === 0 && listing.invalid.length === 0) return { state: await init() };
     // With only corrupt checkpoints this throws NO_VALID_CHECKPOINT: starting over silently would
     // discard the run.
-    const restored = await this.restore('latest');
+    const restored = await this.restoreListed('latest', {}, listing);
     return { state: restored.checkpoint, restored };
   }
 
@@ -656,13 +684,15 @@ export async function openManager(location: Location, options: ManagerOptions = 
       throw ioError(e, 'cleaning', backend.describe(key));
     }
   }
-  let known: CheckpointInfo[];
+  let listing: RunListing;
   try {
-    known = (await listRun(backend, key)).valid;
+    listing = await listRun(backend, key);
   } catch (e) {
     await lock?.release();
     throw e;
   }
+  const known = listing.valid;
   const runId = options.runId ?? known[known.length - 1]?.manifest.runId ?? randomId();
-  return new Manager(backend, key, opts, saveOpts, lock, known, runId);
+  // A reader's run may change under it: it lists again when it restores.
+  return new Manager(backend, key, opts, saveOpts, lock, [...known], runId, lock === undefined ? undefined : listing);
 }
