@@ -611,6 +611,16 @@ export function fsBackend(root: string, options: FsBackendOptions = {}): Backend
       validateKey(key);
       const path = describe(key);
       const base = pathOf(validatePrefix(within));
+      const name = relative(base, path);
+      if (name !== '' && name !== '..' && !name.includes(sep)) {
+        // Directly inside `within` and not a link: inside wherever `within` leads. One lstat instead
+        // of resolving both paths (listing a run checks every manifest).
+        try {
+          if (!(await lstat(path)).isSymbolicLink()) return;
+        } catch (e) {
+          throw readError(e, 'checkContained', path);
+        }
+      }
       let real: string;
       let realBase: string;
       try {
