@@ -33,6 +33,8 @@ const MiB = 1024 * 1024;
 const STATE_BYTES = quick ? 64 * MiB : 1024 * MiB;
 const TENSORS = 100;
 const SMALL_TENSORS = quick ? 2000 : 10_000;
+/** Checkpoints in the run the resume row opens. */
+const RESUME_CHECKPOINTS = quick ? 50 : 1000;
 
 const rows: Row[] = [];
 const notes: string[] = [];
@@ -473,6 +475,41 @@ try {
       target: 'info',
     });
     smallRun = { file: join(work, 'small', 'model.safetensors'), bytes: sbytes, save: ours, load: fresh2 };
+  }
+
+  // ---- resuming a run of many checkpoints: every manifest is read once (retention needs them all) ----
+  {
+    const runDir = join(work, 'many');
+    const backend = fsBackend(runDir, { sync: false });
+    const tiny: TensorMap = new Map([['w', { dtype: 'F32', shape: [4], data: filled(16, 1) }]]);
+    for (let s = 1; s <= RESUME_CHECKPOINTS; s++) await writeCheckpoint(backend, `step-${String(s).padStart(8, '0')}`, { step: s, tensors: { model: tiny } }, { sync: false });
+    const manifests = Array.from({ length: RESUME_CHECKPOINTS }, (_, i) => join(runDir, `step-${String(i + 1).padStart(8, '0')}`, 'manifest.json'));
+    // The I/O of any listing: every manifest read whole, 8 at a time (as the manager reads them).
+    const raw = await bestTime(async () => {
+      let next = 0;
+      const lane = async (): Promise<void> => {
+        while (next < manifests.length) await readFile(manifests[next++] as string);
+      };
+      await Promise.all(Array.from({ length: 8 }, lane));
+    }, REPS);
+    let step = -1;
+    const resume = await bestTime(async () => {
+      const m = await openManager(runDir, { sync: false });
+      step = (await m.restoreOrInitialize(() => ({ step: 0, tensors: {} }))).state.step;
+      await m.close();
+    }, REPS);
+    if (step !== RESUME_CHECKPOINTS) throw new Error(`resume bench restored step ${step}, expected ${RESUME_CHECKPOINTS}`);
+    row({
+      section: 'resume',
+      what: `openManager + restoreOrInitialize of a run of ${RESUME_CHECKPOINTS} checkpoints vs reading its ${RESUME_CHECKPOINTS} manifests (readFile, 8 at a time)`,
+      ours: ms(resume),
+      limit: ms(raw),
+      ratio: `${(raw / resume).toFixed(2)}x`,
+      target: 'info',
+    });
+    notes.push(
+      'resume row: a writer opening a run lists it (every manifest read, its checksum and schema checked, and checked not to be a link leading out of its checkpoint) and restores the newest checkpoint starting from that listing; the limit is the bare reads of the same manifests.',
+    );
   }
 
   // ---- PyTorch, when a python with torch is found (bench/torch.ts): the same tensors, ours timed above ----
