@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isCkptError } from './errors.js';
 import { mapSettled } from './settle.js';
 
 describe('mapSettled', () => {
@@ -18,6 +19,9 @@ describe('mapSettled', () => {
     assert.deepEqual(out, delays.map((ms, i) => `${i}:${ms}`));
     assert.equal(most, 3);
     assert.deepEqual(await mapSettled([], 4, async () => 1), []);
+    for (const bad of [0, -1, 1.5, Number.NaN]) {
+      await assert.rejects(mapSettled([1], bad, async (x) => x), (e: unknown) => isCkptError(e, 'INVALID_ARGUMENT'));
+    }
   });
 
   it('rejects with the first failed item in item order, after every started call settled', async () => {

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { CkptError } from './errors.js';
 
 /**
  * `fn` of every item, at most `concurrency` calls at a time (each starts when one ends, in item order).
@@ -17,6 +18,9 @@
  * ```
  */
 export async function mapSettled<T, R>(items: readonly T[], concurrency: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
+    throw new CkptError('INVALID_ARGUMENT', `mapSettled: concurrency must be a positive integer, got ${String(concurrency)}`, { received: concurrency });
+  }
   const results: R[] = new Array<R>(items.length);
   let failed: { index: number; error: unknown } | undefined;
   const fail = (index: number, error: unknown): void => {
@@ -35,7 +39,7 @@ export async function mapSettled<T, R>(items: readonly T[], concurrency: number,
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, lane));
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, lane));
   // `failed` is assigned by the lanes (TypeScript does not see it).
   const f = failed as { index: number; error: unknown } | undefined;
   if (f !== undefined) throw f.error;

@@ -3,8 +3,10 @@ import { readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promis
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { load, save, verify } from '../src/checkpoint/api.js';
+import { CheckpointReader } from '../src/checkpoint/load.js';
 import type { TrainState } from '../src/checkpoint/types.js';
 import { isCkptError } from '../src/errors.js';
+import { fsBackend } from '../src/storage/fs.js';
 import { memoryBackend } from '../src/storage/memory.js';
 import { tensor } from '../src/tensor/tensor.js';
 import { VERSION } from '../src/version.js';
@@ -120,6 +122,35 @@ describe('save / load on the filesystem', () => {
     assert.equal(index.weight_map['encoder/w'], 'model-00001-of-00002.safetensors');
     assertSameState(await load(join(dir, 'sh')), state);
     assert.equal((await verify(join(dir, 'sh'))).valid, true);
+  });
+
+  it("a sharded group's headers are read at once, and a failure is reported in shard order", async () => {
+    const dir = await tmpDir();
+    const t = () => tensor(new Float32Array(256), [256]);
+    const state: TrainState = { step: 1, tensors: { model: new Map([['ta', t()], ['tb', t()], ['tc', t()], ['td', t()]]) } };
+    const shards = ['model-00001-of-00004.safetensors', 'model-00002-of-00004.safetensors', 'model-00003-of-00004.safetensors', 'model-00004-of-00004.safetensors'];
+    const fresh = async (name: string): Promise<string> => {
+      const m = await save(join(dir, name), state, { shardBytes: 1024, sync: false });
+      assert.deepEqual(m.groups.model?.files, shards);
+      return join(dir, name);
+    };
+    const index = async (ck: string): Promise<unknown> => (await CheckpointReader.open(fsBackend(dir), ck.slice(dir.length + 1))).index('model');
+    // Shard 2 repeats shard 1's name, shard 4 is missing: the repeat comes first in shard order.
+    const a = await fresh('a');
+    const second = await readFile(join(a, shards[1] as string));
+    second.write('"ta"', second.indexOf('"tb"'));
+    await writeFile(join(a, shards[1] as string), second);
+    await rm(join(a, shards[3] as string));
+    await rejectsWith(index(a), 'DUPLICATE_KEY', `(${shards[0]}, ${shards[1]})`);
+    // Shard 2 missing, shard 3's header damaged: shard 2's error, whichever read fails first.
+    const b = await fresh('b');
+    await rm(join(b, shards[1] as string));
+    await writeFile(join(b, shards[2] as string), new Uint8Array(4));
+    await rejectsWith(index(b), 'FILE_MISSING', shards[1]);
+    // Intact: every tensor, each located in its own shard.
+    const c = await fresh('c');
+    const all = (await index(c)) as Map<string, { file: string }>;
+    assert.deepEqual([...all].map(([name, loc]) => [name, loc.file]), ['ta', 'tb', 'tc', 'td'].map((n, k) => [n, shards[k]]));
   });
 
   it('loads selected groups only, and with verification off', async () => {

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { type CheckpointManager, type ManagerOptions, openManager } from '../src/checkpoint/manager.js';
+import { writeCheckpoint } from '../src/checkpoint/save.js';
 import { isCkptError } from '../src/errors.js';
 import type { Backend } from '../src/storage/backend.js';
 import { faultyBackend } from '../src/storage/faulty.js';
@@ -211,8 +212,25 @@ describe('restore', () => {
     } finally {
       await m.close();
     }
+    // A checkpoint committed since the writer opened the run (without its lock), or a directory that
+    // was not a valid checkpoint when it did, makes the first restore list the run again.
+    for (const change of ['commit', 'invalid'] as const) {
+      await rm(join(dir, 'step-00000009'), { recursive: true, force: true });
+      if (change === 'invalid') await mkdir(join(dir, 'step-00000009'));
+      const w = await openManager(dir, { sync: false });
+      if (change === 'commit') await writeCheckpoint(fsBackend(dir), 'step-00000009', sampleState(9), { sync: false });
+      else {
+        // The directory completes (manifest last), as a commit-marker backend's commit would.
+        await writeCheckpoint(fsBackend(dir), 'staging', sampleState(9), { sync: false });
+        const files = (await readdir(join(dir, 'staging'))).filter((n) => n !== 'manifest.json');
+        for (const n of [...files, 'manifest.json']) await rename(join(dir, 'staging', n), join(dir, 'step-00000009', n));
+        await rm(join(dir, 'staging'), { recursive: true });
+      }
+      assert.equal((await w.restore()).checkpoint.step, 9, change);
+      await w.close();
+    }
+    await rm(join(dir, 'step-00000009'), { recursive: true, force: true });
     // A reader does not hold the run still: every restore lists it.
-    await rm(join(dir, 'step-00000009'), { recursive: true });
     reads.clear();
     const reader = await openManager({ backend: counting, key: '' }, { readOnly: true });
     await mkdir(join(dir, 'step-00000009'));

@@ -473,13 +473,20 @@ export class CheckpointReader {
       p = (async () => {
         const out = new Map<string, TensorLocation>();
         const files = this.groupFiles(group);
-        // The shards' headers a few at a time; combined in shard order.
+        // The shards' headers a few at a time, combined in shard order: a shard's failure, or a name it
+        // repeats, is reported as reading them one by one would (the first in shard order).
         const headers = await mapSettled(files, HEADER_CONCURRENCY, async (file) => {
-          const reader = await this.open(file);
-          return (await this.readHeader(file, reader).finally(() => reader.close())).index;
+          try {
+            const reader = await this.open(file);
+            return { index: (await this.readHeader(file, reader).finally(() => reader.close())).index };
+          } catch (error) {
+            return { error };
+          }
         });
         for (const [k, file] of files.entries()) {
-          const index = headers[k] as SafetensorsIndex;
+          const header = headers[k] as { index: SafetensorsIndex } | { error: unknown };
+          if ('error' in header) throw header.error;
+          const { index } = header;
           for (const [name, info] of index.tensors) {
             if (out.has(name)) {
               throw new CkptError('DUPLICATE_KEY', `tensor "${name}" of group "${group}" appears in two shards (${out.get(name)?.file}, ${file})`, {

@@ -225,17 +225,22 @@ async function listNames(backend: Backend, root: string): Promise<string[]> {
   }
 }
 
-async function listRunOnce(backend: Backend, root: string): Promise<RunListing> {
-  const names = await listNames(backend, root);
-  const valid: CheckpointInfo[] = [];
-  const invalid: InvalidEntry[] = [];
+/** The checkpoint directories (`step-…`) among the entries of a run's listing. */
+function stepDirs(entries: readonly string[]): { name: string; step: number }[] {
   const dirs: { name: string; step: number }[] = [];
-  for (const entry of names) {
+  for (const entry of entries) {
     if (!entry.endsWith('/')) continue;
     const name = entry.slice(0, -1);
     const step = parseStepDirName(name);
     if (step !== undefined) dirs.push({ name, step });
   }
+  return dirs;
+}
+
+async function listRunOnce(backend: Backend, root: string): Promise<RunListing> {
+  const dirs = stepDirs(await listNames(backend, root));
+  const valid: CheckpointInfo[] = [];
+  const invalid: InvalidEntry[] = [];
   const readOne = async ({ name, step }: { name: string; step: number }): Promise<void> => {
     const key = childKey(root, name);
     try {
@@ -323,8 +328,8 @@ class Manager implements CheckpointManager {
     private known: CheckpointInfo[],
     runId: string,
     /**
-     * The listing a writer took when it opened the run, until a save: its lock keeps other writers out,
-     * so the first restore starts from it instead of reading every manifest again.
+     * The listing a writer took when it opened the run, until a save: its first restore starts from it
+     * rather than reading every manifest again, if the run's checkpoints are still those (`takeOpening`).
      */
     private opening: RunListing | undefined,
   ) {
@@ -501,14 +506,24 @@ class Manager implements CheckpointManager {
 
   async restore(target: RestoreTarget = 'latest', options: Pick<LoadOptions, 'groups' | 'allocate' | 'threads'> = {}): Promise<RestoreResult> {
     this.ensureOpen();
-    return this.restoreListed(target, options, this.takeOpening());
+    return this.restoreListed(target, options, await this.takeOpening());
   }
 
-  /** The listing taken when the run was opened, once (see `opening`). */
-  private takeOpening(): RunListing | undefined {
+  /**
+   * The listing taken when the run was opened (see `opening`), once, while the run still holds exactly
+   * its checkpoints: one request for the directory names instead of a read of every manifest. A
+   * checkpoint committed since (without this writer's lock: `save()`, a forced writer) or a directory
+   * that was not a valid checkpoint then (one still being committed on a backend without atomic rename)
+   * makes the restore list the run again.
+   */
+  private async takeOpening(): Promise<RunListing | undefined> {
     const listing = this.opening;
     this.opening = undefined;
-    return listing;
+    if (listing === undefined) return undefined;
+    const now = stepDirs(await listNames(this.backend, this.root));
+    // Only the valid ones: an invalid directory still there makes the names differ.
+    const then = new Set(listing.valid.map((c) => c.name));
+    return now.length === then.size && now.every((d) => then.has(d.name)) ? listing : undefined;
   }
 
   /** {@link restore}, starting from `listing` (a listing of the run just taken) when given. */
@@ -582,7 +597,7 @@ class Manager implements CheckpointManager {
 
   async restoreOrInitialize(init: () => TrainState | Promise<TrainState>): Promise<{ state: TrainState; restored?: RestoreResult }> {
     this.ensureOpen();
-    const listing = this.takeOpening() ?? (await listRun(this.backend, this.root));
+    const listing = (await this.takeOpening()) ?? (await listRun(this.backend, this.root));
     if (listing.valid.length === 0 && listing.invalid.length === 0) return { state: await init() };
     // With only corrupt checkpoints this throws NO_VALID_CHECKPOINT: starting over silently would
     // discard the run.
