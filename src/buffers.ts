@@ -67,7 +67,14 @@ export interface BufferPool {
   readonly allocate: (size: number) => Uint8Array;
   /**
    * Returns buffers to the pool: raw buffers, tensors, or groups of tensors (`checkpoint.tensors`). Only
-   * buffers this pool allocated are taken back; the caller must not use them afterwards.
+   * buffers this pool allocated are taken back; the caller must not use them afterwards. The tensors a
+   * load read from one file are views of one buffer: releasing any of them returns that buffer, and with
+   * it every tensor of the file, so release whole checkpoints (or all of a file's tensors together).
+   * Memory that is not shared is detached on release: every view of it (every tensor of the released
+   * files) then has length 0, so a use after release reads nothing rather than a later load's data, and
+   * releasing them again does nothing. Shared memory cannot be detached: there a second release of the
+   * same array or tensor is ignored, but an array of an earlier load released for the first time after
+   * its buffer went to another load returns that load's buffer.
    */
   release(items: Uint8Array | { readonly data: Uint8Array } | Readonly<Record<string, ReadonlyMap<string, { readonly data: Uint8Array }>>>): void;
   /** Bytes held for reuse. */
@@ -82,11 +89,20 @@ export function createBufferPool(options: BufferPoolOptions = {}): BufferPool {
   }
   const free = new Map<number, Uint8Array[]>();
   const owned = new WeakMap<ArrayBufferLike, Uint8Array>();
+  // Every array released (a view of a pooled buffer, or what `allocate` returned): with shared memory a
+  // second release of one, after its buffer went to another load, would hand that load's memory out again.
+  const released = new WeakSet<Uint8Array>();
   let idle = 0;
   const put = (data: Uint8Array): void => {
-    const buf = owned.get(data.buffer);
-    if (buf === undefined) return;
+    if (released.has(data)) return;
+    released.add(data);
+    const held = owned.get(data.buffer);
+    if (held === undefined) return;
     owned.delete(data.buffer);
+    // The same memory in a new ArrayBuffer (a transfer moves it without copying); the old one, and every
+    // view of it still held, is detached.
+    const { byteOffset, byteLength } = held;
+    const buf = held.buffer instanceof ArrayBuffer ? new Uint8Array(structuredClone(held.buffer, { transfer: [held.buffer] }), byteOffset, byteLength) : held;
     const list = free.get(buf.byteLength) ?? [];
     list.push(buf);
     free.set(buf.byteLength, list);
@@ -100,7 +116,8 @@ export function createBufferPool(options: BufferPoolOptions = {}): BufferPool {
       else idle -= size;
       if (list?.length === 0) free.delete(size);
       owned.set(buf.buffer, buf);
-      return buf;
+      // A new array each time: releasing the one an earlier allocation returned cannot free this one.
+      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
     },
     release(items) {
       if (items instanceof Uint8Array) put(items);

@@ -10,6 +10,8 @@ import { closeSync, openSync } from 'node:fs';
 import { open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
 import { createBufferPool } from '../src/buffers.js';
 import { load, save, verify } from '../src/checkpoint/api.js';
@@ -234,6 +236,39 @@ describe('verified loads on worker threads', () => {
     assert.match(bad.out, /CHECKSUM_MISMATCH/);
     for (const threads of ['65', '-1', 'x']) assert.equal((await cli('verify', path, '--threads', threads)).code, 2, threads);
     await assert.rejects(verify(path, { threads: 99 }), (e) => isCkptError(e) && e.code === 'INVALID_ARGUMENT');
+  });
+
+  it('shared memory read into on the kept threads is freed once the caller lets it go; verify keeps none', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const path = await saved(9);
+    const arrayMiB = async (): Promise<number> => {
+      // The collection here queues the finalization that tells the threads' pool the memory was let go;
+      // the pool then replaces its threads in their turn.
+      for (let i = 0; i < 3; i++) {
+        gc();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      return process.memoryUsage().arrayBuffers / MiB;
+    };
+    await closeLoadThreads();
+    const before = await arrayMiB();
+    // 30 loads of 40 MiB, each into a pool of its own (nothing reused), all dropped: 1.2 GiB read into
+    // shared memory. Each job message a worker received holds its buffer until that worker collects
+    // garbage, which idle threads hardly do.
+    for (let i = 0; i < 30; i++) {
+      const ck = await load(path, { allocate: createBufferPool({ shared: true }).allocate, threads: 2 });
+      assert.equal(ck.step, 9);
+      if (i % 5 === 4) await arrayMiB();
+    }
+    const held = (await arrayMiB()) - before;
+    assert.ok(held < 256 + 3 * 41, `${held.toFixed(0)} MiB of shared memory still held after the loads were dropped`);
+    // verify reads into memory of its own, dropped group by group.
+    for (let i = 0; i < 10; i++) assert.equal((await verify(path, { threads: 2 })).valid, true);
+    assert.ok((await arrayMiB()) - before < 256 + 3 * 41);
+    // With the threads gone, at most the last load's memory (its frame here may still hold it).
+    await closeLoadThreads();
+    assert.ok((await arrayMiB()) - before < 2 * 41);
   });
 
   it('an allocate that returns too few bytes, or no Uint8Array, is INVALID_ARGUMENT naming the file', async () => {

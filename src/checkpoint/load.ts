@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { MAX_THREADS, coreThreads } from '../threads.js';
-import { PAGE, allocReadBuffer, createBufferPool, isSharedMemory } from '../buffers.js';
+import { PAGE, allocReadBuffer, isSharedMemory } from '../buffers.js';
 import { CkptError, ioError, isCkptError } from '../errors.js';
 import { parseJson } from '../format/json.js';
 import { type JsonValue, type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from '../format/manifest.js';
@@ -650,12 +650,9 @@ export class CheckpointReader {
     }
     const groups = Object.keys(this.manifest.groups);
     const workers = resolveThreads(threads, this.manifest, groups);
-    const pool = createBufferPool({ shared: workers > 0 });
-    for (const group of groups) {
-      await capture(async () => {
-        for (const t of (await this.group(group, true, pool.allocate, workers)).values()) pool.release(t);
-      });
-    }
+    // Into memory of ckpt's own (in chunks, on the workers for files of 32 MiB or more), dropped group by
+    // group: shared memory read into on the kept threads would be held by them (see parallel-read.ts).
+    for (const group of groups) await capture(() => this.group(group, true, undefined, workers));
     return problems;
   }
 }

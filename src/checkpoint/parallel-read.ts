@@ -44,9 +44,45 @@ export function readError(e: unknown, where: string, step: number): CkptError {
 
 /**
  * The kept worker threads: `pool` undefined when they could not start (then not tried again for the same
- * count; a read asking for another count tries once more).
+ * count; a read asking for another count tries once more). `sent`: the shared buffers read into on them.
  */
-let kept: { readonly threads: number; readonly pool: TilePool | undefined } | undefined;
+let kept: { readonly threads: number; readonly pool: TilePool | undefined; readonly sent: WeakSet<SharedArrayBuffer> } | undefined;
+
+/**
+ * Shared memory the kept threads may hold after the caller let it go, before they are replaced. Each job
+ * message a worker received holds the `SharedArrayBuffer` it names until that worker collects its
+ * garbage, which an idle worker seldom does: the memory of every shared buffer read into on the threads
+ * would outlive the caller's last reference to it (a load into a fresh shared pool, a failed load, a
+ * tensor never released), by up to the whole of it. Terminating the threads frees what they hold.
+ */
+const ORPHANED_LIMIT = 256 * 1024 * 1024;
+/** Bytes of the shared buffers sent to the kept threads whose last reference on this thread was collected. */
+let orphaned = 0;
+const collected = new FinalizationRegistry<{ readonly pool: TilePool; readonly bytes: number }>(({ pool, bytes }) => {
+  if (kept?.pool !== pool) return;
+  orphaned += bytes;
+  if (orphaned > ORPHANED_LIMIT) {
+    orphaned = 0;
+    // In a read's turn, so that no read loses its threads; the next read starts new ones.
+    void retire(pool);
+  }
+});
+
+/** Terminates `pool` if it is still the kept one. */
+function retire(pool: TilePool): Promise<void> {
+  return inTurn(async () => {
+    if (kept?.pool !== pool) return;
+    kept = undefined;
+    await pool.close();
+  });
+}
+
+/** Notes that `buffer` is read into on the kept threads (see {@link ORPHANED_LIMIT}). */
+function sending(buffer: SharedArrayBuffer): void {
+  if (kept?.pool === undefined || kept.sent.has(buffer)) return;
+  kept.sent.add(buffer);
+  collected.register(buffer, { pool: kept.pool, bytes: buffer.byteLength });
+}
 /**
  * Reads take the threads in turn (their counters and crc tables serve one read at a time), and replace
  * them only in their turn, so that no read loses its threads to another.
@@ -84,10 +120,11 @@ async function poolOf(threads: number): Promise<TilePool | undefined> {
       // No output buffers: a read's bytes go to their targets.
       p.configure(0, 1, JOB_BYTES + READ_TILE, READ_TILE);
       p.hold(false);
-      kept = { threads, pool: p };
+      kept = { threads, pool: p, sent: new WeakSet() };
+      orphaned = 0;
     } else {
       await p?.close();
-      kept = { threads, pool: undefined };
+      kept = { threads, pool: undefined, sent: new WeakSet() };
     }
   }
   return kept.pool;
@@ -178,6 +215,7 @@ function* plan(fd: number, segments: readonly Segment[], maxTensors: number): Ge
   for (let s = 0; s < segments.length; s++) {
     const { offset, target } = segments[s] as Segment;
     const view: SharedView = { buffer: target.buffer as SharedArrayBuffer, byteOffset: target.byteOffset, byteLength: target.byteLength };
+    sending(view.buffer);
     for (let at = 0; at < target.byteLength; ) {
       if (bytes === JOB_BYTES || job.tensors.length === maxTensors) {
         yield job;
