@@ -354,8 +354,10 @@ export class CheckpointReader {
   /**
    * A tensor file of at least {@link PARALLEL_MIN_BYTES} read into new memory in chunks of consecutive
    * tensors (up to {@link OWN_CHUNK_BYTES}, a larger tensor alone), with the tensors as views of their
-   * chunks; undefined, having read nothing, for a smaller file or a damaged header (the whole-file read
-   * reports that, as a checksum mismatch where it checks the checksum before it parses).
+   * chunks; undefined, having read nothing, for a smaller file or a damaged header, which the other
+   * paths report: as a checksum mismatch for a file of up to 1 GiB (read whole and hashed before it is
+   * parsed), as the header's own error (`HEADER_*`, naming the file) for a larger one (read tensor by
+   * tensor after its header).
    *
    * On `threads` worker threads where they can serve (see {@link readParallel}), each chunk by one
    * thread, which allocates it: the first touch of fresh memory, as costly here as the read, is spread
