@@ -343,7 +343,81 @@ describe('storage failures during a save', () => {
   });
 });
 
+describe('ordering, closing and clocks', () => {
+  it('onImprovement counts a save still in flight, and a save decides its reason after waiting for earlier ones', async () => {
+    for (const background of [true, false]) {
+      const dir = await tmpDir();
+      const m = await openManager(dir, { sync: false, background, save: { onImprovement: { metric: 'loss' } } });
+      const first = m.save(sampleState(1, { loss: 0.5 }));
+      if (background) await first;
+      // Worse than step 1, which may still be writing (background) or not even started (inline).
+      if (background) assert.equal(m.shouldSave(2, { loss: 0.9 }), undefined);
+      const second = await m.save(sampleState(2, { loss: 0.9 }));
+      assert.equal((await first).saved, true);
+      assert.equal(second.saved, false, `background: ${background}`);
+      assert.equal((await m.save(sampleState(3, { loss: 0.1 }))).reason, 'onImprovement');
+      await m.close();
+      assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('step-')), ['step-00000001', 'step-00000003']);
+    }
+  });
+
+  it('retention never deletes the checkpoint just saved, also below the newest step after a restore', () =>
+    withManager({ keep: { last: 1, everySteps: 100 } }, async (m) => {
+      for (const s of [100, 200, 300]) await m.save(sampleState(s));
+      await m.restore({ step: 200 });
+      const r = await m.save(sampleState(250));
+      assert.deepEqual([r.saved, r.deleted], [true, []]);
+      assert.deepEqual(await steps(m), [100, 200, 250, 300]);
+      // The next save lets it go, as the policy says (300 stays: every 100 steps).
+      assert.deepEqual((await m.save(sampleState(301))).deleted, [250]);
+    }));
+
+  it('close() waits for a background save called before it; a save after close is CLOSED', async () => {
+    const dir = await tmpDir();
+    const m = await openManager(dir, { sync: false, background: true });
+    await m.save(sampleState(1));
+    const second = m.save(sampleState(2)); // waits for step 1's write (one save in flight)
+    await m.close();
+    // Committed before the lock was released.
+    assert.deepEqual((await readdir(dir)).sort(), ['step-00000001', 'step-00000002']);
+    assert.equal((await second).saved, true);
+    await rejectsWith(m.save(sampleState(3)), 'CLOSED');
+    const next = await openManager(dir, { sync: false });
+    assert.deepEqual(await steps(next), [1, 2]);
+    await next.close();
+  });
+
+  it('everySeconds saves when the clock went back, and the interval restarts there', async () => {
+    const clock = fakeClock();
+    await withManager({ clock, save: { everySeconds: 60 } }, async (m) => {
+      clock.advance(61_000);
+      assert.equal((await m.save(sampleState(1))).reason, 'everySeconds');
+      clock.advance(-3_600_000);
+      assert.equal((await m.save(sampleState(2))).reason, 'everySeconds');
+      clock.advance(30_000);
+      assert.equal((await m.save(sampleState(3))).saved, false);
+      clock.advance(31_000);
+      assert.equal((await m.save(sampleState(4))).saved, true);
+    });
+  });
+});
+
 describe('writer lock', () => {
+  it('a lock that cannot be read is not taken over: the read error is reported', async () => {
+    const backend = memoryBackend();
+    const first = await openManager({ backend, key: 'run' }, {});
+    const unreadable: Backend = {
+      ...backend,
+      read: async (key, ...rest) => {
+        if (key.endsWith('ckpt.lock')) throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+        return backend.read(key, ...rest);
+      },
+    };
+    await rejectsWith(openManager({ backend: unreadable, key: 'run' }, {}), 'IO_ERROR');
+    assert.equal(await backend.exists('run/ckpt.lock'), true);
+    await first.close();
+  });
+
   it('a second writer gets LOCK_HELD; a reader is fine; close releases', async () => {
     const dir = await tmpDir();
     const a = await openManager(dir, { sync: false });

@@ -47,14 +47,24 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * The lock's content, or undefined when it is not a lock (garbage, or half-written): treated as stale
+ * below. Throws `NOT_FOUND` when it is gone, and a read that fails (an I/O error) as it is: a lock that
+ * cannot be read is not known to be stale.
+ */
 async function readLock(backend: Backend, key: string): Promise<LockInfo | undefined> {
+  let bytes: Uint8Array;
   try {
-    const parsed = JSON.parse(dec.decode(await backend.read(key))) as Partial<LockInfo>;
+    bytes = await backend.read(key);
+  } catch (e) {
+    throw isCkptError(e) ? e : ioError(e, 'reading lock', backend.describe(key));
+  }
+  try {
+    const parsed = JSON.parse(dec.decode(bytes)) as Partial<LockInfo>;
     if (typeof parsed.pid !== 'number' || typeof parsed.hostname !== 'string' || typeof parsed.token !== 'string') return undefined;
     return parsed as LockInfo;
-  } catch (e) {
-    if (isCkptError(e, 'NOT_FOUND')) throw e;
-    return undefined; // unreadable or half-written lock: treated as stale below
+  } catch {
+    return undefined;
   }
 }
 
@@ -109,8 +119,9 @@ export async function acquireLock(backend: Backend, prefix: string, options: Loc
         await new Promise((r) => setTimeout(r, 100));
         holder = await readLock(backend, key);
       }
-    } catch {
-      continue; // vanished between our create and read: try again
+    } catch (e) {
+      if (isCkptError(e, 'NOT_FOUND')) continue; // vanished between our create and read: try again
+      throw e;
     }
     if (!options.force && !isStale(holder, heldTokens)) {
       const who = holder === undefined ? 'an unknown writer' : `pid ${holder.pid} on ${holder.hostname} since ${holder.createdAt}`;

@@ -309,12 +309,18 @@ export const FREEZE: unique symbol = Symbol('ckpt.freeze');
 
 class Manager implements CheckpointManager {
   private closed = false;
+  /** close() was called: it waits for `calls`, and refuses new ones. */
+  private closing = false;
+  /** save() calls not finished yet. */
+  private readonly calls = new Set<Promise<SaveResult>>();
   private frozen = false;
   private inflight: Promise<void> | undefined;
   private failure: CkptError | undefined;
   private lastSaveTime: number;
   private parentStep: number | null = null;
   private pendingStep: number | undefined;
+  /** The metrics of the background save in flight (they count as saved for onImprovement). */
+  private pendingMetrics: Readonly<Record<string, number>> = {};
   private chain: Promise<void> = Promise.resolve();
   private pool = new Map<string, Uint8Array>();
   runId: string;
@@ -342,7 +348,7 @@ class Manager implements CheckpointManager {
   }
 
   private ensureOpen(): void {
-    if (this.closed) throw new CkptError('CLOSED', `the checkpoint manager of ${this.location} is closed`, { path: this.location });
+    if (this.closed || this.closing) throw new CkptError('CLOSED', `the checkpoint manager of ${this.location} is closed`, { path: this.location });
   }
 
   private takeFailure(): void {
@@ -356,7 +362,8 @@ class Manager implements CheckpointManager {
   private bestMetric(): number | undefined {
     const spec = this.opts.save.onImprovement;
     if (spec === undefined) return undefined;
-    return bestCandidates(this.known, spec, 1)[0]?.metrics[spec.metric];
+    const pending = this.pendingStep === undefined ? [] : [{ step: this.pendingStep, time: 0, metrics: this.pendingMetrics }];
+    return bestCandidates([...this.known, ...pending], spec, 1)[0]?.metrics[spec.metric];
   }
 
   /** Runs `fn` after every earlier commit has finished: commits never overlap. */
@@ -392,23 +399,43 @@ class Manager implements CheckpointManager {
   async save(state: TrainState, options: { readonly force?: boolean; readonly [FREEZE]?: true } = {}): Promise<SaveResult> {
     if (this.frozen && options[FREEZE] !== true) return new Promise<SaveResult>(() => undefined);
     this.ensureOpen();
+    // close() waits for the saves called before it.
+    const call = this.saveNow(state, options);
+    this.calls.add(call);
+    try {
+      return await call;
+    } finally {
+      this.calls.delete(call);
+    }
+  }
+
+  /**
+   * The reason to save `state` now, decided again after waiting for earlier saves (they may have taken
+   * the step, or set a better metric), or undefined.
+   */
+  private reasonNow(state: TrainState, force: boolean): SaveReason | undefined {
+    if (this.isSaved(state.step)) return undefined;
+    return force ? 'forced' : this.shouldSave(state.step, state.metrics ?? {});
+  }
+
+  private async saveNow(state: TrainState, options: { readonly force?: boolean }): Promise<SaveResult> {
     if (this.opts.readOnly) {
       throw new CkptError('UNSUPPORTED', `the manager of ${this.location} was opened read-only`, { path: this.location });
     }
     // An earlier background save that failed is reported here, once: this call throws it and saves
     // nothing (the caller decides whether to go on); the next call saves as usual.
     this.takeFailure();
-    if (this.isSaved(state.step)) return { saved: false, step: state.step, deleted: [] };
-    const reason: SaveReason | undefined = options.force === true ? 'forced' : this.shouldSave(state.step, state.metrics ?? {});
-    if (reason === undefined) return { saved: false, step: state.step, deleted: [] };
+    if (this.reasonNow(state, options.force === true) === undefined) return { saved: false, step: state.step, deleted: [] };
     validateTrainState(state);
 
     if (!this.opts.background) {
       return this.exclusive(async () => {
-        // Another save (e.g. a preemption handler) may have taken this step while we waited.
-        if (this.isSaved(state.step)) return { saved: false, step: state.step, deleted: [] };
+        // Another save (e.g. a preemption handler) may have taken this step, or a better metric, while
+        // we waited.
+        const now = this.reasonNow(state, options.force === true);
+        if (now === undefined) return { saved: false, step: state.step, deleted: [] };
         const { manifest, deleted } = await this.commit(state);
-        return { saved: true, step: state.step, reason, deleted, manifest };
+        return { saved: true, step: state.step, reason: now, deleted, manifest };
       });
     }
     // Backpressure: one save in flight; the next waits for it before snapshotting. A failure of the
@@ -416,12 +443,14 @@ class Manager implements CheckpointManager {
     // loop) wait in turn: another one may have started a save while this one was waiting.
     do await this.flushInternal();
     while (this.inflight !== undefined);
-    // That other save may have taken this very step.
-    if (this.isSaved(state.step)) return { saved: false, step: state.step, deleted: [] };
+    // The saves before this one have committed: they may have taken this very step, or a better metric.
+    const now = this.reasonNow(state, options.force === true);
+    if (now === undefined) return { saved: false, step: state.step, deleted: [] };
     // The previous write has finished (flushInternal), so its buffers are free for reuse.
     const { state: snap, buffers } = snapshot(state, this.pool);
     this.pool = new Map();
     this.pendingStep = snap.step;
+    this.pendingMetrics = snap.metrics ?? {};
     this.lastSaveTime = this.opts.clock.now();
     const tracked: Promise<void> = this.exclusive(() => this.commit(snap)).then(
       () => {
@@ -440,7 +469,7 @@ class Manager implements CheckpointManager {
       this.pendingStep = undefined;
     });
     this.inflight = tracked;
-    return { saved: true, step: state.step, reason, deleted: [] };
+    return { saved: true, step: state.step, reason: now, deleted: [] };
   }
 
   private async commit(state: TrainState): Promise<{ manifest: Manifest; deleted: number[] }> {
@@ -465,7 +494,7 @@ class Manager implements CheckpointManager {
     this.lastSaveTime = this.opts.clock.now();
     this.track(name, manifest);
     this.parentStep = null;
-    return { manifest, deleted: await this.applyRetention() };
+    return { manifest, deleted: await this.applyRetention(state.step) };
   }
 
   /** Records a committed checkpoint of this run in `known`. */
@@ -481,8 +510,11 @@ class Manager implements CheckpointManager {
     this.known = [...this.known.filter((c) => c.step !== manifest.step), info].sort((a, b) => a.step - b.step);
   }
 
-  private async applyRetention(): Promise<number[]> {
+  /** Deletes what the retention policy does not keep; never `saved`, the checkpoint just committed. */
+  private async applyRetention(saved: number): Promise<number[]> {
     const keep = retainedSteps(this.known, this.opts.keep);
+    // The policy always keeps the highest step; after a restore of an older step, training saves below it.
+    keep.add(saved);
     const doomed = this.known.filter((c) => !keep.has(c.step));
     const deleted: number[] = [];
     for (const c of doomed) {
@@ -618,7 +650,11 @@ class Manager implements CheckpointManager {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.closing = true;
     try {
+      // Saves called before close() land before the lock is released (a background one may still be
+      // waiting for the save before it); later calls are refused (ensureOpen).
+      while (this.calls.size > 0) await Promise.allSettled([...this.calls]);
       await this.flushInternal();
     } finally {
       this.closed = true;

@@ -86,7 +86,8 @@ export function shouldSave(policy: SavePolicy, input: SaveDecisionInput): SaveRe
   }
   if (atSteps?.includes(input.step)) return 'atSteps';
   if (everySteps !== undefined && input.step % everySteps === 0) return 'everySteps';
-  if (everySeconds !== undefined && input.now - input.lastSaveTime >= everySeconds * 1000) return 'everySeconds';
+  // A clock that went back (before the last save) counts as elapsed: the interval restarts at this save.
+  if (everySeconds !== undefined && (input.now - input.lastSaveTime >= everySeconds * 1000 || input.now < input.lastSaveTime)) return 'everySeconds';
   if (onImprovement !== undefined) {
     const value = input.metrics[onImprovement.metric];
     if (value !== undefined && Number.isFinite(value)) {

@@ -54,6 +54,10 @@ export function onPreemption(
   const mode = options.mode ?? 'save';
   let requested = false;
   let signal: NodeJS.Signals | undefined;
+  const report = (e: unknown, what: string): void => {
+    if (options.onError) options.onError(e);
+    else process.stderr.write(`ckpt: ${what}: ${isCkptError(e) ? e.message : String(e)}\n`);
+  };
   const handler = (sig: NodeJS.Signals): void => {
     if (requested) {
       if (mode === 'save') process.exit(130);
@@ -68,12 +72,20 @@ export function onPreemption(
         // The training loop must not save past the final checkpoint nor race the close: park it.
         const internal = manager as unknown as { [FREEZE]?: () => void; save(s: TrainState, o: object): Promise<unknown> };
         internal[FREEZE]?.();
-        await internal.save(state, { force: true, [FREEZE]: true });
+        const final = (): Promise<unknown> => internal.save(state, { force: true, [FREEZE]: true });
+        try {
+          await final();
+        } catch (e) {
+          // An earlier background save failed: save() reports that once, instead of saving. Report it,
+          // and still save the final state.
+          if (!isCkptError(e, 'BACKGROUND_SAVE_FAILED')) throw e;
+          report(e, 'an earlier background save failed');
+          await final();
+        }
         await manager.close();
         process.exit(options.exitCode ?? 0);
       } catch (e) {
-        if (options.onError) options.onError(e);
-        else process.stderr.write(`ckpt: final save on ${sig} failed: ${isCkptError(e) ? e.message : String(e)}\n`);
+        report(e, `final save on ${sig} failed`);
         process.exit(1);
       }
     })();

@@ -9,6 +9,7 @@
  * CKPT_PREEMPT_TRIALS (default 8) sets the number of signals.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { verify } from '../../src/checkpoint/api.js';
@@ -62,5 +63,13 @@ describe('preemption under load', () => {
       stats.trials++;
     }
     console.log(`# preemption: ${JSON.stringify({ seed, ...stats, slowestExitMs: Math.round(stats.slowestExitMs) })}`);
+  });
+});
+
+describe('preemption after a failed background save', () => {
+  it('reports the earlier failure and still saves the final state, exit 0', () => {
+    const r = spawnSync(process.execPath, [childScript('preempted-after-failure')], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, `exit status; stderr: ${r.stderr}`);
+    assert.deepEqual(r.stdout.trim().split('\n'), ['reported BACKGROUND_SAVE_FAILED', 'stored step-00000151/']);
   });
 });
