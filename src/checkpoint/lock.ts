@@ -57,7 +57,7 @@ async function readLock(backend: Backend, key: string): Promise<LockInfo | undef
   try {
     bytes = await backend.read(key);
   } catch (e) {
-    throw isCkptError(e) ? e : ioError(e, 'reading lock', backend.describe(key));
+    throw ioError(e, 'reading lock', backend.describe(key));
   }
   try {
     const parsed = JSON.parse(dec.decode(bytes)) as Partial<LockInfo>;

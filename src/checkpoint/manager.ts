@@ -318,9 +318,8 @@ class Manager implements CheckpointManager {
   private failure: CkptError | undefined;
   private lastSaveTime: number;
   private parentStep: number | null = null;
-  private pendingStep: number | undefined;
-  /** The metrics of the background save in flight (they count as saved for onImprovement). */
-  private pendingMetrics: Readonly<Record<string, number>> = {};
+  /** The step and metrics of the background save in flight (its metrics count for onImprovement). */
+  private pending: { readonly step: number; readonly time: number; readonly metrics: Readonly<Record<string, number>> } | undefined;
   private chain: Promise<void> = Promise.resolve();
   private pool = new Map<string, Uint8Array>();
   runId: string;
@@ -362,8 +361,7 @@ class Manager implements CheckpointManager {
   private bestMetric(): number | undefined {
     const spec = this.opts.save.onImprovement;
     if (spec === undefined) return undefined;
-    const pending = this.pendingStep === undefined ? [] : [{ step: this.pendingStep, time: 0, metrics: this.pendingMetrics }];
-    return bestCandidates([...this.known, ...pending], spec, 1)[0]?.metrics[spec.metric];
+    return bestCandidates(this.pending === undefined ? this.known : [...this.known, this.pending], spec, 1)[0]?.metrics[spec.metric];
   }
 
   /** Runs `fn` after every earlier commit has finished: commits never overlap. */
@@ -377,7 +375,7 @@ class Manager implements CheckpointManager {
   }
 
   private isSaved(step: number): boolean {
-    return step === this.pendingStep || this.known.some((c) => c.step === step);
+    return step === this.pending?.step || this.known.some((c) => c.step === step);
   }
 
   shouldSave(step: number, metrics: Readonly<Record<string, number>> = {}): SaveReason | undefined {
@@ -449,8 +447,7 @@ class Manager implements CheckpointManager {
     // The previous write has finished (flushInternal), so its buffers are free for reuse.
     const { state: snap, buffers } = snapshot(state, this.pool);
     this.pool = new Map();
-    this.pendingStep = snap.step;
-    this.pendingMetrics = snap.metrics ?? {};
+    this.pending = { step: snap.step, time: this.opts.clock.now(), metrics: snap.metrics ?? {} };
     this.lastSaveTime = this.opts.clock.now();
     const tracked: Promise<void> = this.exclusive(() => this.commit(snap)).then(
       () => {
@@ -466,7 +463,7 @@ class Manager implements CheckpointManager {
       },
     ).finally(() => {
       if (this.inflight === tracked) this.inflight = undefined;
-      this.pendingStep = undefined;
+      this.pending = undefined;
     });
     this.inflight = tracked;
     return { saved: true, step: state.step, reason: now, deleted: [] };

@@ -44,9 +44,10 @@ export function readError(e: unknown, where: string, step: number): CkptError {
 
 /**
  * The kept worker threads: `pool` undefined when they could not start (then not tried again for the same
- * count; a read asking for another count tries once more). `sent`: the shared buffers read into on them.
+ * count; a read asking for another count tries once more). `sent`: the shared buffers read into on them;
+ * `orphaned`: the bytes of those whose last reference on this thread was collected.
  */
-let kept: { readonly threads: number; readonly pool: TilePool | undefined; readonly sent: WeakSet<SharedArrayBuffer> } | undefined;
+let kept: { readonly threads: number; readonly pool: TilePool | undefined; readonly sent: WeakSet<SharedArrayBuffer>; orphaned: number } | undefined;
 
 /**
  * Shared memory the kept threads may hold after the caller let it go, before they are replaced. Each job
@@ -56,13 +57,11 @@ let kept: { readonly threads: number; readonly pool: TilePool | undefined; reado
  * tensor never released), by up to the whole of it. Terminating the threads frees what they hold.
  */
 const ORPHANED_LIMIT = 256 * 1024 * 1024;
-/** Bytes of the shared buffers sent to the kept threads whose last reference on this thread was collected. */
-let orphaned = 0;
 const collected = new FinalizationRegistry<{ readonly pool: TilePool; readonly bytes: number }>(({ pool, bytes }) => {
   if (kept?.pool !== pool) return;
-  orphaned += bytes;
-  if (orphaned > ORPHANED_LIMIT) {
-    orphaned = 0;
+  kept.orphaned += bytes;
+  if (kept.orphaned > ORPHANED_LIMIT) {
+    kept.orphaned = 0;
     // In a read's turn, so that no read loses its threads; the next read starts new ones.
     void retire(pool);
   }
@@ -120,11 +119,10 @@ async function poolOf(threads: number): Promise<TilePool | undefined> {
       // No output buffers: a read's bytes go to their targets.
       p.configure(0, 1, JOB_BYTES + READ_TILE, READ_TILE);
       p.hold(false);
-      kept = { threads, pool: p, sent: new WeakSet() };
-      orphaned = 0;
+      kept = { threads, pool: p, sent: new WeakSet(), orphaned: 0 };
     } else {
       await p?.close();
-      kept = { threads, pool: undefined, sent: new WeakSet() };
+      kept = { threads, pool: undefined, sent: new WeakSet(), orphaned: 0 };
     }
   }
   return kept.pool;
