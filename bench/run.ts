@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { TILE } from '../src/average/parallel.js';
 import { createSimd } from '../src/average/simd.js';
 import { createBufferPool } from '../src/buffers.js';
+import { mapSettled } from '../src/settle.js';
 import { coreThreads } from '../src/threads.js';
 import { createEma } from '../src/ema/ema.js';
 import { openManager } from '../src/checkpoint/manager.js';
@@ -485,13 +486,7 @@ try {
     for (let s = 1; s <= RESUME_CHECKPOINTS; s++) await writeCheckpoint(backend, `step-${String(s).padStart(8, '0')}`, { step: s, tensors: { model: tiny } }, { sync: false });
     const manifests = Array.from({ length: RESUME_CHECKPOINTS }, (_, i) => join(runDir, `step-${String(i + 1).padStart(8, '0')}`, 'manifest.json'));
     // The I/O of any listing: every manifest read whole, 8 at a time (as the manager reads them).
-    const raw = await bestTime(async () => {
-      let next = 0;
-      const lane = async (): Promise<void> => {
-        while (next < manifests.length) await readFile(manifests[next++] as string);
-      };
-      await Promise.all(Array.from({ length: 8 }, lane));
-    }, REPS);
+    const raw = await bestTime(() => mapSettled(manifests, 8, (path) => readFile(path)), REPS);
     let step = -1;
     const resume = await bestTime(async () => {
       const m = await openManager(runDir, { sync: false });
